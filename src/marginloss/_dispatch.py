@@ -39,9 +39,13 @@ class BackendUnavailableError(RuntimeError):
     """``backend="triton"`` was requested for a call the Triton kernels cannot run."""
 
 
-def _triton_status(input: Tensor) -> str | None:
-    """None when the Triton kernels can run on ``input``; otherwise the reason they cannot."""
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+def _triton_status(input: Tensor, explicit: bool) -> str | None:
+    """None when the Triton kernels can run on ``input``; otherwise the reason they cannot.
+
+    CPU tensors qualify only for an explicit ``backend="triton"`` under ``TRITON_INTERPRET=1``
+    (Triton's interpreter, for tests); ``"auto"`` never sends CPU work to the interpreter.
+    """
+    interpret = explicit and os.environ.get("TRITON_INTERPRET") == "1"
     if input.device.type != "cuda" and not (interpret and input.device.type == "cpu"):
         return f"the input is on {input.device.type}, and the Triton kernels need a CUDA device"
     if input.dtype == torch.float64:
@@ -66,7 +70,7 @@ def select_backend(requested: str, input: Tensor) -> tuple[str, str]:
         raise ValueError(f"backend must be one of 'auto', 'torch' or 'triton', got {requested!r}.")
     if requested == "torch":
         return "torch", "backend='torch' was requested"
-    problem = _triton_status(input)
+    problem = _triton_status(input, explicit=requested == "triton")
     if requested == "triton":
         if problem is not None:
             raise BackendUnavailableError(f"backend='triton' cannot run this call: {problem}.")

@@ -101,8 +101,7 @@ def soft_margin_loss(input: Tensor, target: Tensor, weight: None, reduction: str
         torch.clamp(mb, max=0, out=bb)  # min(m, 0) = -max(-m, 0)
         _neg_softplus_tail(mb)  # -log(1 + exp(-|m|))
         if out is not None:
-            torch.add(bb, mb, out=bb)
-            torch.neg(bb, out=out[s:e])
+            out[s:e].copy_(bb.add_(mb).neg_())
         else:
             total -= bb.sum() + mb.sum()
     if grad is not None:
@@ -139,6 +138,8 @@ def multilabel_soft_margin_loss(input: Tensor, target: Tensor, weight: Tensor | 
     b = torch.empty_like(a)
     for s, e in _blocks(n_rows, n_cols):
         xs, ys = input[s:e], target[s:e]
+        if xs.dtype != acc:  # float16/bfloat16: widen the block once
+            xs = xs.to(acc)
         ab, bb = a[: e - s], b[: e - s]
         torch.clamp(xs, min=0, out=ab)  # max(x, 0)
         ab.addcmul_(xs, ys, value=-1)  # max(x, 0) - y x
@@ -247,7 +248,7 @@ def multilabel_margin_loss(input: Tensor, target: Tensor, weight: None, reductio
             continue
         valid = cols[:k_max] < first.unsqueeze(1)  # (r, K): entry j belongs to the list
         idx = t[:, :k_max].clamp_min(0)
-        x = input[s:e].to(torch.float64)
+        x = input[s:e].to(torch.float64).contiguous()
         is_target = torch.zeros_like(x).scatter_add_(1, idx, valid.to(x.dtype)) > 0
         xt = x.gather(1, idx).masked_fill_(~valid, float("inf"))  # padding sorts last
         srt, order = xt.sort(dim=1)
