@@ -12,8 +12,9 @@ for CPU tensors, where reading it costs no device synchronisation) the stored te
 as is. The stored gradient is handed over to autograd on the first backward call; a second call
 (``retain_graph=True``) recomputes it from the saved inputs, so repeated backward stays correct.
 
-The functions are once-differentiable: higher-order gradients raise an error instead of being
-silently wrong.
+The functions are differentiable once: a backward pass with ``create_graph=True`` (needed for
+higher-order gradients, e.g. a gradient penalty) raises an error instead of returning a
+gradient that silently carries no graph.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 Compute = Callable[..., tuple[Tensor, Tensor | None]]
 
@@ -46,8 +46,13 @@ class FusedLossFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output: Tensor):
+        if torch.is_grad_enabled():  # create_graph=True: a higher-order gradient was asked for
+            raise RuntimeError(
+                "marginloss losses are differentiable once: backward with create_graph=True "
+                "(higher-order gradients, gradient penalties) is not supported. Use the "
+                "torch.nn.functional version of this loss for higher-order gradients."
+            )
         grad = getattr(ctx, "grad", None)
         if grad is None:  # second backward through the same graph: recompute
             input, target, weight = ctx.saved_tensors

@@ -71,6 +71,17 @@ def check_target_tensor(fn: str, target: Tensor, input: Tensor) -> None:
             f"{fn}: `target` is on {target.device} but `input` is on {input.device}; "
             f"move them to the same device (e.g. `target.to(input.device)`)."
         )
+    check_no_grad(fn, "target", target)
+
+
+def check_no_grad(fn: str, name: str, t: Tensor) -> None:
+    """marginloss differentiates with respect to ``input`` only; say so instead of returning 0."""
+    if t.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"{fn}: `{name}` requires grad, but marginloss computes the gradient with respect to "
+            f"`input` only. Pass `{name}.detach()` (or compute this loss under torch.no_grad() "
+            f"for evaluation)."
+        )
 
 
 def check_weight_tensor(fn: str, weight: Tensor, input: Tensor) -> None:
@@ -84,6 +95,7 @@ def check_weight_tensor(fn: str, weight: Tensor, input: Tensor) -> None:
             f"{fn}: `weight` is on {weight.device} but `input` is on {input.device}; "
             f"move it with `weight.to(input.device)`."
         )
+    check_no_grad(fn, "weight", weight)
 
 
 def check_integer_target(fn: str, target: Tensor, what: str, fix: str) -> None:
@@ -118,9 +130,12 @@ def soft_margin(input: Tensor, target: Tensor, validate: bool) -> None:
         )
     if not validate or target.numel() == 0:
         return
-    lo, hi = _read_back(*torch.aminmax(target.abs() if target.dtype != torch.bool else target))
-    if lo == 1 and hi == 1:
-        return
+    if target.dtype != torch.bool:  # a bool target is a {0, 1} mask by construction
+        lo, hi = _read_back(*torch.aminmax(target.abs()))
+        if lo == 1 and hi == 1:
+            return
+    else:
+        lo = hi = 0.0
     seen = _values_preview(target)
     if target.dtype == torch.bool or set(torch.unique(target).tolist()) <= {0, 1}:
         fix = (

@@ -1,0 +1,202 @@
+"""The drop-in contract: names, signatures, defaults, modules, import hygiene, no side effects."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import io
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from helpers import assert_close, make_inputs
+
+import marginloss
+import marginloss.functional as F
+import marginloss.nn as mnn
+
+FUNCS = ["soft_margin_loss", "multilabel_soft_margin_loss", "multi_margin_loss",
+         "multilabel_margin_loss"]
+MODULES = ["SoftMarginLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss",
+           "MultiLabelMarginLoss"]
+NEW_OPTIONS = {"validate": True, "backend": "auto"}
+
+
+def _params(obj):
+    return list(inspect.signature(obj).parameters.values())
+
+
+def _check_prefix(ours, theirs):
+    """Torch's parameters, in order, same kinds and defaults; then the keyword-only options."""
+    mine, ref = _params(ours), _params(theirs)
+    ref = [p for p in ref if p.name != "self"]
+    mine = [p for p in mine if p.name != "self"]
+    assert [(p.name, p.kind, p.default) for p in mine[: len(ref)]] == \
+           [(p.name, p.kind, p.default) for p in ref]
+    extra = mine[len(ref):]
+    assert {p.name: p.default for p in extra} == NEW_OPTIONS
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in extra)
+
+
+@pytest.mark.parametrize("name", FUNCS)
+def test_function_signature_matches_torch(name):
+    _check_prefix(getattr(F, name), getattr(TF, name))
+    assert getattr(marginloss, name) is getattr(F, name)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_signature_matches_torch(name):
+    ours = getattr(marginloss, name)
+    assert ours is getattr(mnn, name)
+    assert issubclass(ours, torch.nn.Module)
+    _check_prefix(ours.__init__, getattr(torch.nn, name).__init__)
+
+
+def _module_pair(name, **kwargs):
+    return getattr(marginloss, name)(**kwargs), getattr(torch.nn, name)(**kwargs)
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("SoftMarginLoss", {}), ("SoftMarginLoss", {"reduction": "sum"}),
+    ("MultiLabelSoftMarginLoss", {"weight": torch.rand(7)}),
+    ("MultiLabelSoftMarginLoss", {"reduction": "none"}),
+    ("MultiMarginLoss", {"p": 2, "margin": 0.5, "weight": torch.rand(7)}),
+    ("MultiMarginLoss", {}),
+    ("MultiLabelMarginLoss", {"reduction": "sum"}),
+])
+def test_module_state_dict_repr_and_results(name, kwargs):
+    ours, ref = _module_pair(name, **copy.deepcopy(kwargs))
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in ref.named_buffers()]
+    assert list(ours.parameters()) == []
+    # torch prints a bare `SoftMarginLoss()`; ours names the settings that change the result
+    assert repr(ours).startswith(repr(ref)[:-1]) and f"reduction={ref.reduction!r}" in repr(ours)
+    for attr in ("reduction", "p", "margin"):
+        assert getattr(ours, attr, None) == getattr(ref, attr, None)
+    # state_dict round trip between the two libraries
+    ours.load_state_dict(ref.state_dict())
+    loss = {"SoftMarginLoss": "soft_margin", "MultiLabelSoftMarginLoss": "multilabel_soft_margin",
+            "MultiMarginLoss": "multi_margin", "MultiLabelMarginLoss": "multilabel_margin"}[name]
+    x, y = make_inputs(loss, 5, 7, dtype=torch.float32, margin=kwargs.get("margin", 1.0))
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a, b = ours(xa, y), ref(xb, y)
+    assert_close(a, b)
+    a.sum().backward()
+    b.sum().backward()
+    assert_close(xa.grad, xb.grad)
+
+
+def test_module_repr_shows_non_default_options():
+    assert repr(marginloss.SoftMarginLoss(validate=False, backend="torch")) == \
+        "SoftMarginLoss(reduction='mean', validate=False, backend='torch')"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_module_to_dtype_moves_weight_buffer_and_works(dtype):
+    m = marginloss.MultiMarginLoss(weight=torch.rand(6) + 0.5).to(dtype)
+    assert m.weight.dtype == dtype
+    x, y = make_inputs("multi_margin", 4, 6, dtype=dtype)
+    out = m(x.requires_grad_(), y)
+    out.backward()
+    assert out.dtype == dtype and x.grad.dtype == dtype
+    assert torch.isfinite(out)
+
+
+def test_module_to_device_meta_moves_buffers():
+    m = marginloss.MultiLabelSoftMarginLoss(weight=torch.ones(3)).to("meta")
+    assert m.weight.device.type == "meta"
+
+
+def test_module_weight_none_state_dict_empty_like_torch():
+    assert list(marginloss.MultiMarginLoss().state_dict()) == \
+           list(torch.nn.MultiMarginLoss().state_dict())
+
+
+def test_module_is_picklable_and_scriptable_in_a_sequential():
+    m = torch.nn.Sequential(torch.nn.Identity())
+    loss = marginloss.MultiLabelMarginLoss()
+    buf = io.BytesIO()
+    torch.save(loss, buf)
+    buf.seek(0)
+    again = torch.load(buf, weights_only=False)
+    assert isinstance(again, marginloss.MultiLabelMarginLoss)
+    assert m is not None
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_legacy_constructor_args_map_like_torch(name):
+    for size_average, reduce in [(False, None), (None, False), (True, True), (False, True)]:
+        with warnings.catch_warnings(record=True) as wo:
+            warnings.simplefilter("always")
+            ours = getattr(marginloss, name)(size_average=size_average, reduce=reduce)
+        with warnings.catch_warnings(record=True) as wr:
+            warnings.simplefilter("always")
+            ref = getattr(torch.nn, name)(size_average=size_average, reduce=reduce)
+        assert ours.reduction == ref.reduction
+        assert [str(w.message) for w in wo] == [str(w.message) for w in wr]
+
+
+def test_import_hygiene_no_triton_no_device_probe():
+    """`import marginloss` imports no optional dependency and initialises no CUDA."""
+    code = (
+        "import sys, torch\n"
+        "import marginloss, marginloss.functional, marginloss.nn\n"
+        "bad = [m for m in ('triton', 'marginloss.kernels', 'sklearn', 'matplotlib', 'river') "
+        "if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "assert not torch.cuda.is_initialized()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("loss", ["soft_margin", "multilabel_soft_margin", "multi_margin",
+                                  "multilabel_margin"])
+def test_nothing_the_caller_passed_is_modified(loss):
+    x, y = make_inputs(loss, 9, 11, dtype=torch.float32)
+    kw = {"weight": torch.rand(11)} if loss in ("multi_margin", "multilabel_soft_margin") else {}
+    x = x.requires_grad_()
+    before = [t.detach().clone() for t in (x, y, *kw.values())]
+    versions = [t._version for t in (x, y, *kw.values())]
+    getattr(F, f"{loss}_loss")(x, y, reduction="sum", **kw).backward()
+    after = [x, y, *kw.values()]
+    for b, a, v in zip(before, after, versions):
+        assert torch.equal(b, a.detach()) and a._version == v
+
+
+@pytest.mark.parametrize("loss", ["soft_margin", "multilabel_soft_margin", "multi_margin",
+                                  "multilabel_margin"])
+def test_deterministic_bitwise(loss):
+    x, y = make_inputs(loss, 300, 1000, dtype=torch.float32)
+    fn = getattr(F, f"{loss}_loss")
+    runs = []
+    for _ in range(2):
+        xa = x.clone().requires_grad_()
+        out = fn(xa, y)
+        out.backward()
+        runs.append((out, xa.grad))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_backend_torch_forced_and_auto_agree_on_cpu():
+    x, y = make_inputs("multi_margin", 8, 6, dtype=torch.float32)
+    assert torch.equal(F.multi_margin_loss(x, y, backend="torch"), F.multi_margin_loss(x, y))
+
+
+def test_validate_false_gives_the_same_result():
+    x, y = make_inputs("multilabel_margin", 8, 6, dtype=torch.float32)
+    assert torch.equal(F.multilabel_margin_loss(x, y, validate=False),
+                       F.multilabel_margin_loss(x, y))
+
+
+def test_public_api_is_small():
+    assert set(marginloss.functional.__all__) == set(FUNCS)
+    assert set(mnn.__all__) == set(MODULES)
+    for name in marginloss.__all__:
+        assert hasattr(marginloss, name)

@@ -1,0 +1,139 @@
+"""Where torch.nn is wrong, marginloss is right: overflow, empty batches, half precision on CPU.
+
+Reference values come from float64 math on the same inputs (closed forms computed here, not
+torch's losses, which overflow in exactly these cases).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as TF
+from helpers import REDUCTIONS, assert_close, make_inputs
+
+import marginloss.functional as F
+
+HALF = [torch.float16, torch.bfloat16]
+ALL = [torch.float64, torch.float32, *HALF]
+
+
+def _softplus64(t: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^t) in float64, exactly representable branches."""
+    t = t.double()
+    return t.clamp_min(0) + torch.log1p(torch.exp(-t.abs()))
+
+
+@pytest.mark.parametrize("dtype", ALL)
+def test_soft_margin_finite_and_exact_for_huge_margins(dtype):
+    """|x| up to 1e4 (float16: up to its range); torch gives inf loss and nan gradient here."""
+    big = 1e4
+    x = torch.tensor([-big, -1e3, -100.0, -89.0, -12.0, 0.0, 12.0, 100.0, big], dtype=dtype)
+    y = torch.tensor([1.0, 1, 1, 1, 1, -1, -1, 1, -1], dtype=dtype)
+    xa = x.clone().requires_grad_()
+    loss = F.soft_margin_loss(xa, y, reduction="none")
+    loss.sum().backward()
+    m = (x.double() * y.double())
+    expected = _softplus64(-m)
+    grad = -y.double() * torch.sigmoid(-m)
+    assert torch.isfinite(loss).all() and torch.isfinite(xa.grad).all()
+    assert_close(loss, expected.to(dtype))
+    assert_close(xa.grad, grad.to(dtype))
+    # the reduced forms stay finite too
+    assert torch.isfinite(F.soft_margin_loss(x, y)) and torch.isfinite(F.soft_margin_loss(x, y,
+                                                                        reduction="sum"))
+
+
+def test_torch_really_overflows_where_we_do_not():
+    """Documents the torch bug we fix (so this test fails if torch ever fixes it: then update
+    the docs that claim it)."""
+    x, y = torch.tensor([-100.0], requires_grad=True), torch.tensor([1.0])
+    TF.soft_margin_loss(x, y).backward()
+    assert math.isinf(TF.soft_margin_loss(x.detach(), y).item()) and torch.isnan(x.grad).all()
+    assert F.soft_margin_loss(x.detach(), y).item() == 100.0
+
+
+@pytest.mark.parametrize("dtype", ALL)
+def test_multilabel_soft_margin_extremes(dtype):
+    x = torch.tensor([[-1e4, 1e4, -50.0, 50.0, 0.0]], dtype=dtype)
+    y = torch.tensor([[1.0, 0.0, 0.0, 1.0, 0.5]], dtype=dtype)
+    xa = x.clone().requires_grad_()
+    loss = F.multilabel_soft_margin_loss(xa, y, reduction="sum")
+    loss.backward()
+    xd = x.double()
+    expected = ((_softplus64(xd) - y.double() * xd).sum() / 5)
+    grad = (torch.sigmoid(xd) - y.double()) / 5
+    assert torch.isfinite(loss) and torch.isfinite(xa.grad).all()
+    assert_close(loss, expected.to(loss.dtype))
+    assert_close(xa.grad, grad.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("loss", ["soft_margin", "multilabel_soft_margin", "multi_margin",
+                                  "multilabel_margin"])
+def test_half_precision_works_on_cpu_and_accumulates_in_float32(loss, dtype):
+    """torch raises for two of these on CPU in half precision; we compute in float32."""
+    x64, y = make_inputs(loss, 64, 300)
+    fn = getattr(F, f"{loss}_loss")
+    x = x64.to(dtype).requires_grad_()
+    out = fn(x, y.to(dtype) if y.is_floating_point() else y, reduction="sum")
+    out.backward()
+    assert out.dtype == dtype and x.grad.dtype == dtype
+    # the float32 computation on the same (rounded) inputs, rounded once at the end
+    x32 = x.detach().float().requires_grad_()
+    ref = fn(x32, y.float() if y.is_floating_point() else y, reduction="sum")
+    ref.backward()
+    assert_close(out, ref.to(dtype))
+    assert_close(x.grad, x32.grad.to(dtype))
+
+
+def test_half_sum_does_not_lose_small_terms():
+    """A long float16 sum accumulated in float16 would stall; ours matches the float64 sum."""
+    x = torch.full((1 << 16,), 3.0, dtype=torch.float16)
+    y = torch.ones_like(x)
+    expected = (1 << 16) * math.log1p(math.exp(-3.0))
+    assert F.soft_margin_loss(x, y, reduction="sum").float().item() == pytest.approx(expected,
+                                                                                     rel=1e-3)
+
+
+EMPTY = [
+    ("soft_margin", lambda: (torch.empty(0, 5), torch.empty(0, 5))),
+    ("multilabel_soft_margin", lambda: (torch.empty(0, 5), torch.empty(0, 5))),
+    ("multi_margin", lambda: (torch.empty(0, 5), torch.empty(0, dtype=torch.long))),
+    ("multilabel_margin", lambda: (torch.empty(0, 5), torch.empty(0, 5, dtype=torch.long))),
+]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("loss, make", EMPTY, ids=[e[0] for e in EMPTY])
+def test_empty_batch(loss, make, reduction):
+    """mean -> nan, sum -> 0, none -> empty; the gradient is an empty tensor (torch returns
+    uninitialised memory for multi_margin / multilabel_margin here)."""
+    x, y = make()
+    x.requires_grad_()
+    out = getattr(F, f"{loss}_loss")(x, y, reduction=reduction)
+    if reduction == "mean":
+        assert out.dim() == 0 and torch.isnan(out)
+    elif reduction == "sum":
+        assert out.dim() == 0 and out.item() == 0
+    else:
+        expected_shape = (0, 5) if loss == "soft_margin" else (0,)
+        assert out.shape == expected_shape
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multilabel_margin_large_scores_keep_precision(dtype):
+    """The sort-based sums are exact for offsets large enough to cancel catastrophically."""
+    x, y = make_inputs("multilabel_margin", 8, 40, dtype=torch.float64)
+    x = (x + 1000.0).to(dtype)
+    check_x = x.detach().double().clone().requires_grad_()
+    ref = TF.multilabel_margin_loss(check_x, y)
+    ref.backward()
+    xa = x.clone().requires_grad_()
+    out = F.multilabel_margin_loss(xa, y)
+    out.backward()
+    assert_close(out, ref.to(dtype))
+    assert_close(xa.grad, check_x.grad.to(dtype))
