@@ -54,13 +54,16 @@ def _reduce_rows(rows: Tensor, reduction: str, out_dtype: torch.dtype) -> Tensor
     return total.to(out_dtype)
 
 
-def _neg_softplus_tail(t: Tensor) -> Tensor:
-    """In place: ``t <- -log1p(exp(-|t|))``, computed as ``log1p(-sigmoid(-|t|))``.
+def _neg_softplus_tail(q: Tensor, out: Tensor) -> Tensor:
+    r"""``out <- -log(1 + exp(-|z|))`` from ``q = sigmoid(±z)`` (either sign); ``q`` is overwritten.
 
-    ``sigmoid(-|t|)`` lies in (0, 1/2], where ``log1p(-s)`` is accurate; one sigmoid is cheaper
-    than ``exp`` + ``log1p`` on CPU, and nothing overflows for any finite ``t``.
+    With :math:`c = \min(q, 1 - q) = \sigma(-|z|) \in (0, 1/2]`, the tail is
+    :math:`\log(1 + e^{-|z|}) = -\log(1 - c)`, and ``log1p(-c)`` is accurate on that range. So the
+    sigmoid the gradient needs anyway also gives the loss: no ``exp``, nothing that overflows.
+    ``-c = max(-q, q - 1)``; both terms are exact in floating point.
     """
-    return t.abs_().neg_().sigmoid_().neg_().log1p_()
+    torch.sub(q, 1, out=out)  # q - 1
+    return torch.maximum(q.neg_(), out, out=out).log1p_()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -77,7 +80,8 @@ def soft_margin_loss(input: Tensor, target: Tensor, weight: None, reduction: str
         \frac{\partial \ell}{\partial x} = -y\, \sigma(-m).
 
     The right-hand form never overflows (torch's ``log1p(exp(-m))`` is ``inf`` once
-    :math:`-m > 88.7` in float32, and its gradient ``nan``).
+    :math:`-m > 88.7` in float32, and its gradient ``nan``). Per block: one product, one
+    sigmoid (shared by gradient and loss), one ``log1p`` and a few cheap ops, all in cache.
     """
     acc = acc_dtype(input.dtype)
     if not target.is_floating_point():
@@ -89,21 +93,20 @@ def soft_margin_loss(input: Tensor, target: Tensor, weight: None, reduction: str
     grad = torch.empty(n, dtype=input.dtype, device=input.device) if need_grad else None
     out = torch.empty(n, dtype=out_dtype, device=input.device) if reduction == "none" else None
     total = torch.zeros((), dtype=acc, device=input.device)
-    width = min(_BLOCK, n)
-    m = torch.empty(width, dtype=acc, device=input.device)
-    b = torch.empty(width, dtype=acc, device=input.device)
+    zero = torch.zeros((), dtype=acc, device=input.device)
+    m, q, t = (torch.empty(min(_BLOCK, n), dtype=acc, device=input.device) for _ in range(3))
     for s, e in _blocks(n, 1):
-        xs, ys, mb, bb = x[s:e], y[s:e], m[: e - s], b[: e - s]
-        mb.copy_(xs).mul_(ys)  # m = y x, in the accumulation dtype
+        ys, mb, qb, tb = y[s:e], m[: e - s], q[: e - s], t[: e - s]
+        mb.copy_(x[s:e]).mul_(ys)  # m = y x, in the accumulation dtype
+        torch.neg(mb, out=qb).sigmoid_()  # sigma(-m)
         if need_grad:
-            torch.neg(mb, out=bb).sigmoid_()  # sigma(-m)
-            torch.addcmul(total.new_zeros(()), bb, ys, value=-scale, out=grad[s:e])
-        torch.clamp(mb, max=0, out=bb)  # min(m, 0) = -max(-m, 0)
-        _neg_softplus_tail(mb)  # -log(1 + exp(-|m|))
+            torch.addcmul(zero, qb, ys, value=-scale, out=grad[s:e])  # -y sigma(-m) / n
+        _neg_softplus_tail(qb, tb)  # -log(1 + exp(-|m|))
+        mb.clamp_(max=0)  # min(m, 0) = -max(-m, 0)
         if out is not None:
-            out[s:e].copy_(bb.add_(mb).neg_())
+            out[s:e].copy_(mb.add_(tb).neg_())
         else:
-            total -= bb.sum() + mb.sum()
+            total -= mb.sum() + tb.sum()
     if grad is not None:
         grad = grad.view(input.shape)
     if out is not None:
@@ -134,25 +137,29 @@ def multilabel_soft_margin_loss(input: Tensor, target: Tensor, weight: Tensor | 
     grad = torch.empty_like(input) if need_grad else None
     rows = torch.empty(n_rows, dtype=acc, device=input.device)
     width = min(_BLOCK // max(n_cols, 1), n_rows) if n_cols <= _BLOCK else 1
-    a = torch.empty(max(width, 1), n_cols, dtype=acc, device=input.device)
-    b = torch.empty_like(a)
+    a, q, t = (torch.empty(max(width, 1), n_cols, dtype=acc, device=input.device)
+               for _ in range(3))
     for s, e in _blocks(n_rows, n_cols):
         xs, ys = input[s:e], target[s:e]
         if xs.dtype != acc:  # float16/bfloat16: widen the block once
             xs = xs.to(acc)
-        ab, bb = a[: e - s], b[: e - s]
+        ab, qb, tb = a[: e - s], q[: e - s], t[: e - s]
+        torch.sigmoid(xs, out=qb)  # sigma(x)
+        if need_grad:
+            gs = grad[s:e]
+            if weight is None and gs.dtype == acc:
+                torch.sub(qb, ys, out=gs).mul_(scale)  # (sigma(x) - y) / C
+            else:
+                torch.sub(qb, ys, out=ab)
+                if weight is not None:
+                    ab.mul_(weight[s:e])
+                torch.mul(ab, scale, out=gs)
+        _neg_softplus_tail(qb, tb)  # -log(1 + exp(-|x|))
         torch.clamp(xs, min=0, out=ab)  # max(x, 0)
-        ab.addcmul_(xs, ys, value=-1)  # max(x, 0) - y x
-        bb.copy_(xs)
-        ab.sub_(_neg_softplus_tail(bb))  # + log(1 + exp(-|x|))
+        ab.addcmul_(xs, ys, value=-1).sub_(tb)  # max(x, 0) - y x + log(1 + exp(-|x|))
         if weight is not None:
             ab.mul_(weight[s:e])
         torch.sum(ab, dim=1, out=rows[s:e])
-        if need_grad:
-            torch.sigmoid(xs, out=bb).sub_(ys)
-            if weight is not None:
-                bb.mul_(weight[s:e])
-            torch.mul(bb, scale, out=grad[s:e])
     rows /= max(n_cols, 1) if n_cols else float("nan")
     return _reduce_rows(rows, reduction, out_dtype), grad
 

@@ -105,6 +105,19 @@ def check_integer_target(fn: str, target: Tensor, what: str, fix: str) -> None:
         )
 
 
+def _abs_range(t: Tensor, block: int = 1 << 18) -> tuple[Tensor, Tensor]:
+    """``(min |t|, max |t|)`` as 0-d tensors, in blocks: no full-size temporary, no sync."""
+    flat = t.reshape(-1)
+    scratch = torch.empty(min(block, flat.numel()), dtype=flat.dtype, device=flat.device)
+    lows, highs = [], []
+    for s in range(0, flat.numel(), block):
+        chunk = flat[s : s + block]
+        lo, hi = torch.aminmax(torch.abs(chunk, out=scratch[: chunk.numel()]))
+        lows.append(lo)
+        highs.append(hi)
+    return torch.stack(lows).min(), torch.stack(highs).max()
+
+
 def _read_back(*scalars: Tensor) -> list[float]:
     """Read several 0-d results back to the host with a single synchronisation."""
     return torch.stack([s.to(torch.float64) for s in scalars]).tolist()
@@ -131,7 +144,7 @@ def soft_margin(input: Tensor, target: Tensor, validate: bool) -> None:
     if not validate or target.numel() == 0:
         return
     if target.dtype != torch.bool:  # a bool target is a {0, 1} mask by construction
-        lo, hi = _read_back(*torch.aminmax(target.abs()))
+        lo, hi = _read_back(*_abs_range(target))
         if lo == 1 and hi == 1:
             return
     else:

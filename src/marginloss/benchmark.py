@@ -1,0 +1,307 @@
+r"""Benchmark: marginloss vs torch.nn eager vs ``torch.compile``, forward + backward, one run.
+
+``marginloss bench`` (or ``python benchmarks/bench_cpu.py``) prints a markdown table; each row is
+one loss on one shape, timed as a full training step of the loss::
+
+    x.grad = None; loss = fn(x, y, ...); loss.backward()
+
+* **ms**: median over repeated runs after warm-up (wall clock on CPU; CUDA events on GPU).
+* **× eager** / **× compile**: how many times faster ours is than each baseline (> 1 is faster).
+* **GB/s**: the minimal bytes (read scores and targets once, write the gradient once) divided
+  by our time: how close the step runs to memory speed.
+* **peak MB**: the most memory a step holds beyond its inputs (CPU: from the profiler's
+  allocation trace; CUDA: ``torch.cuda.max_memory_allocated``). The gradient itself is part of it.
+* **compile ok**: whether ``torch.compile``'s result matched eager (torch 2.13's decomposition of
+  ``multilabel_margin_loss`` ignores the ``-1`` padding and is wrong).
+
+Baselines are torch's own functions, eager and compiled (``torch.compile(fn, dynamic=False)``,
+compile time excluded); ours runs with its defaults (``validate=True``, ``backend="auto"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as TF
+
+import marginloss
+import marginloss.functional as F
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark row: ``loss`` on ``(n, c)`` scores; ``k`` positives for the ranking loss."""
+
+    loss: str
+    n: int
+    c: int
+    k: int = 0
+    kwargs: tuple = ()
+
+    @property
+    def label(self) -> str:
+        extra = f", {self.k} pos" if self.k else ""
+        opts = "".join(f", {k}={v}" for k, v in self.kwargs)
+        return f"{self.loss} N={self.n} C={self.c}{extra}{opts}"
+
+    def inputs(self, device, dtype, seed: int = 0):
+        """Scores, targets in the loss's convention, and extra keyword arguments."""
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(self.n, self.c, generator=g).to(device=device, dtype=dtype)
+        if self.loss == "soft_margin_loss":
+            y = (torch.randint(0, 2, (self.n, self.c), generator=g) * 2 - 1).to(dtype)
+        elif self.loss == "multilabel_soft_margin_loss":
+            y = torch.randint(0, 2, (self.n, self.c), generator=g).to(dtype)
+        elif self.loss == "multi_margin_loss":
+            y = torch.randint(0, self.c, (self.n,), generator=g)
+        else:  # multilabel_margin_loss: k distinct classes per row, then -1 padding
+            y = torch.full((self.n, self.c), -1, dtype=torch.long)
+            y[:, : self.k] = torch.rand(self.n, self.c, generator=g).argsort(1)[:, : self.k]
+        return x, y.to(device), dict(self.kwargs)
+
+    def min_bytes(self, x: torch.Tensor, y: torch.Tensor) -> int:
+        """Read scores and targets once, write the gradient once."""
+        return 2 * x.numel() * x.element_size() + y.numel() * y.element_size()
+
+
+CASES = [
+    Case("soft_margin_loss", 1024, 4096),
+    Case("multilabel_soft_margin_loss", 1024, 4096),
+    Case("multi_margin_loss", 1024, 1024),
+    Case("multi_margin_loss", 1024, 4096),
+    Case("multi_margin_loss", 1024, 1024, kwargs=(("p", 2),)),
+    Case("multilabel_margin_loss", 1024, 1024, k=16),
+    Case("multilabel_margin_loss", 256, 2048, k=1024),
+]
+QUICK_CASES = [
+    Case("soft_margin_loss", 128, 512),
+    Case("multilabel_soft_margin_loss", 128, 512),
+    Case("multi_margin_loss", 128, 512),
+    Case("multilabel_margin_loss", 64, 256, k=16),
+]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step(fn: Callable, x: torch.Tensor, y: torch.Tensor, kwargs: dict) -> Callable[[], None]:
+    def step():
+        x.grad = None
+        fn(x, y, **kwargs).backward()
+
+    return step
+
+
+def time_ms(step: Callable[[], None], device: torch.device, *, budget_s: float = 2.0,
+            min_reps: int = 5, max_reps: int = 50) -> float:
+    """Median milliseconds of ``step`` after two warm-up runs, repeated within ``budget_s``."""
+    for _ in range(2):
+        step()
+    _sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_reps and (len(times) < min_reps
+                                     or time.perf_counter() - start < budget_s):
+        if device.type == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            step()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def peak_extra_bytes(step: Callable[[], None], device: torch.device) -> int:
+    """Peak memory a step allocates beyond what was live before it (inputs excluded)."""
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step()
+        _sync(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    # Replay the allocation trace: an op's own allocations count from its start, its own frees
+    # (temporaries released inside it) at its end, frees outside any op when they happen.
+    deltas = []
+    for e in prof.events():
+        free_event = e.name == "[memory]"
+        d = e.cpu_memory_usage if free_event else e.self_cpu_memory_usage
+        if d:
+            at = e.time_range.start if (d > 0 or free_event) else e.time_range.end
+            deltas.append((at, d))
+    current = peak = 0
+    for _, d in sorted(deltas):
+        current += d
+        peak = max(peak, current)
+    return peak
+
+
+def _implementations(case: Case, use_compile: bool) -> dict[str, Callable]:
+    ref = getattr(TF, case.loss)
+    impls = {"ours": getattr(F, case.loss), "eager": ref}
+    if use_compile:
+        impls["compile"] = torch.compile(ref, dynamic=False)
+    return impls
+
+
+def run_case(case: Case, device: torch.device, dtype: torch.dtype, use_compile: bool,
+             budget_s: float) -> dict:
+    x0, y, kwargs = case.inputs(device, dtype)
+    row: dict = {"case": case.label, "dtype": str(dtype).replace("torch.", "")}
+    results = {}
+    for name, fn in _implementations(case, use_compile).items():
+        x = x0.clone().requires_grad_()
+        step = _step(fn, x, y, kwargs)
+        try:
+            ms = time_ms(step, device, budget_s=budget_s)
+        except Exception as exc:  # a baseline that cannot run this case is reported, not fatal
+            row[f"{name}_ms"] = None
+            row[f"{name}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            continue
+        row[f"{name}_ms"] = ms
+        row[f"{name}_peak_mb"] = peak_extra_bytes(step, device) / 2**20
+        with torch.no_grad():
+            results[name] = (fn(x0, y, **kwargs).float(), x.grad.float().clone())
+    ours = row.get("ours_ms")
+    for base in ("eager", "compile"):
+        if ours and row.get(f"{base}_ms"):
+            row[f"speedup_vs_{base}"] = row[f"{base}_ms"] / ours
+    if ours:
+        row["ours_gbps"] = case.min_bytes(x0, y) / (ours * 1e-3) / 1e9
+    if "compile" in results and "eager" in results:
+        (lc, gc), (le, ge) = results["compile"], results["eager"]
+        row["compile_matches_eager"] = bool(torch.allclose(lc, le, rtol=1e-4, atol=1e-5)
+                                            and torch.allclose(gc, ge, rtol=1e-4, atol=1e-6))
+    return row
+
+
+def environment(device: torch.device) -> dict:
+    env = {
+        "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "marginloss": marginloss.__version__,
+        "machine": platform.machine(),
+        "cpu": _cpu_name(),
+        "threads": torch.get_num_threads(),
+        "device": device.type,
+    }
+    if device.type == "cuda":
+        env["device"] = torch.cuda.get_device_name(device)
+        try:
+            import triton
+
+            env["triton"] = triton.__version__
+        except ImportError:
+            env["triton"] = None
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _fmt(v, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def format_table(rows: list[dict], env: dict) -> str:
+    head = ", ".join(f"{k} {v}" for k, v in env.items())
+    lines = [
+        f"<!-- {head} -->",
+        "| case | dtype | ours ms | eager ms | compile ms | × eager | × compile | ours GB/s "
+        "| peak MB ours / eager / compile | compile ok |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        peaks = " / ".join(_fmt(r.get(f"{n}_peak_mb"), ".1f") for n in ("ours", "eager",
+                                                                      "compile"))
+        ok = r.get("compile_matches_eager")
+        ok = "n/a" if ok is None else ("yes" if ok else "**no**")
+        lines.append(
+            f"| {r['case']} | {r['dtype']} | {_fmt(r.get('ours_ms'), '.2f')} "
+            f"| {_fmt(r.get('eager_ms'), '.2f')} | {_fmt(r.get('compile_ms'), '.2f')} "
+            f"| {_fmt(r.get('speedup_vs_eager'), '.1f')} | {_fmt(r.get('speedup_vs_compile'), '.1f')} "
+            f"| {_fmt(r.get('ours_gbps'), '.1f')} | {peaks} | {ok} |"
+        )
+    errors = [(r["case"], k, v) for r in rows for k, v in r.items() if k.endswith("_error")]
+    for case, k, v in errors:
+        lines.append(f"\n{case}: {k.removesuffix('_error')} failed: {v}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="marginloss bench",
+        description="Time marginloss against torch.nn eager and torch.compile "
+                    "(forward + backward, median ms, ratios, GB/s, peak memory).",
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where to run (auto: CUDA when available, else CPU)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "float64"],
+                        default="float32")
+    parser.add_argument("--quick", action="store_true",
+                        help="small shapes, short timing budget, no torch.compile (a smoke run)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds of timing per implementation and case (default 2, quick 0.2)")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead")
+    parser.add_argument("--out", help="also append the markdown table to this file")
+    args = parser.parse_args(argv)
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("marginloss bench: --device cuda was asked for, but torch sees no CUDA device.",
+              file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if args.device == "cuda" or (
+        args.device == "auto" and torch.cuda.is_available()) else "cpu")
+    dtype = getattr(torch, args.dtype)
+    use_compile = not (args.quick or args.no_compile)
+    budget = args.budget if args.budget is not None else (0.2 if args.quick else 2.0)
+    cases = QUICK_CASES if args.quick else CASES
+    env = environment(device)
+    rows = []
+    for i, case in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {case.label} ...", file=sys.stderr, flush=True)
+        rows.append(run_case(case, device, dtype, use_compile, budget))
+    if args.json:
+        print(json.dumps({"environment": env, "rows": rows}, indent=2))
+    else:
+        print(format_table(rows, env))
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(format_table(rows, env) + "\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    sys.exit(main())
