@@ -9,8 +9,9 @@ accepts silently.
 Importing the package imports no optional dependency (no Triton) and probes no device.
 """
 
-from marginloss import functional
+from marginloss import functional, labels
 from marginloss._dispatch import BackendUnavailableError
+from marginloss._recommend import Recommendation, recommend
 from marginloss._validation import DtypeError, LabelError, ShapeError
 from marginloss.functional import (
     multi_margin_loss,
@@ -34,11 +35,14 @@ __all__ = [
     "MultiLabelMarginLoss",
     "MultiLabelSoftMarginLoss",
     "MultiMarginLoss",
+    "Recommendation",
     "ShapeError",
     "SoftMarginLoss",
     "functional",
+    "labels",
     "multi_margin_loss",
     "multilabel_margin_loss",
     "multilabel_soft_margin_loss",
+    "recommend",
     "soft_margin_loss",
 ]

@@ -1,0 +1,272 @@
+"""marginloss.labels: every converter, round trips, errors, and describe on each convention."""
+
+import numpy as np
+import pytest
+import torch
+
+import marginloss
+from marginloss import DtypeError, LabelError, ShapeError
+from marginloss import labels as L
+
+MASK = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
+SETS = [{0, 3}, {1}, set(), {0, 1, 2, 3}]
+PADDED = torch.tensor([[0, 3, -1, -1], [1, -1, -1, -1], [-1, -1, -1, -1], [0, 1, 2, 3]])
+
+
+def test_exported_from_package():
+    assert marginloss.labels is L
+    assert "labels" in marginloss.__all__
+
+
+# ---- binary -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float32, torch.float64, torch.uint8])
+def test_pm1_round_trip(dtype):
+    y = torch.tensor([0, 1, 1, 0, 1], dtype=dtype)
+    pm = L.to_pm1(y)
+    assert pm.tolist() == [-1, 1, 1, -1, 1]
+    assert pm.is_floating_point()
+    if dtype.is_floating_point:
+        assert pm.dtype == dtype
+    back = L.to_01(pm)
+    assert torch.equal(back, y.to(back.dtype))
+
+
+def test_pm1_bool_and_dtype():
+    out = L.to_pm1(torch.tensor([True, False]), dtype=torch.float64)
+    assert out.dtype == torch.float64 and out.tolist() == [1.0, -1.0]
+
+
+def test_pm1_feeds_soft_margin_loss():
+    y01 = torch.tensor([0, 1, 1, 0])
+    x = torch.randn(4)
+    with pytest.raises(LabelError):
+        marginloss.soft_margin_loss(x, y01.float())
+    ref = torch.nn.functional.soft_margin_loss(x, 2 * y01.float() - 1)
+    assert torch.allclose(marginloss.soft_margin_loss(x, L.to_pm1(y01)), ref)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.tensor([-1.0, 1.0]), "already in {-1, \\+1}"),
+    (torch.tensor([0.2, 0.9]), "Soft labels"),
+    (torch.tensor([0, 2]), "only 0 and 1"),
+])
+def test_to_pm1_errors(bad, match):
+    with pytest.raises(LabelError, match=match):
+        L.to_pm1(bad)
+
+
+def test_to_01_errors():
+    with pytest.raises(LabelError, match="looks like {0, 1}"):
+        L.to_01(torch.tensor([0.0, 1.0]))
+    with pytest.raises(DtypeError):
+        L.to_01(torch.tensor([True]))
+    with pytest.raises(DtypeError):
+        L.to_pm1([0, 1])
+    with pytest.raises(DtypeError):
+        L.to_pm1(torch.tensor([0, 1]), dtype=torch.int64)
+
+
+def test_empty_binary():
+    assert L.to_pm1(torch.tensor([])).numel() == 0
+    assert L.to_01(torch.tensor([])).numel() == 0
+
+
+# ---- indices <-> one-hot / multi-hot ---------------------------------------------------------
+
+
+def test_one_hot_round_trip():
+    idx = torch.tensor([2, 0, 1, 2])
+    oh = L.indices_to_one_hot(idx, num_classes=3)
+    assert oh.shape == (4, 3) and oh.dtype == torch.get_default_dtype()
+    assert torch.equal(oh, torch.nn.functional.one_hot(idx, 3).float())
+    assert torch.equal(L.one_hot_to_indices(oh), idx)
+    assert L.one_hot_to_indices(oh.bool()).dtype == torch.int64
+
+
+def test_one_hot_single_sample():
+    assert L.indices_to_one_hot(torch.tensor(1), 3).tolist() == [0, 1, 0]
+    assert int(L.one_hot_to_indices(torch.tensor([0, 0, 1]))) == 2
+
+
+def test_indices_to_multi_hot_2d():
+    out = L.indices_to_multi_hot(torch.tensor([[0, 3], [1, 1]]), num_classes=4)
+    assert out.tolist() == [[1, 0, 0, 1], [0, 1, 0, 0]]
+
+
+def test_indices_errors():
+    with pytest.raises(LabelError, match="numbered from 1"):
+        L.indices_to_one_hot(torch.tensor([1, 2, 3]), num_classes=3)
+    with pytest.raises(LabelError, match="padded_to_multi_hot"):
+        L.indices_to_multi_hot(torch.tensor([[0, -1]]), num_classes=3)
+    with pytest.raises(DtypeError, match="long"):
+        L.indices_to_one_hot(torch.tensor([1.0]), num_classes=3)
+    with pytest.raises(ShapeError, match="indices_to_multi_hot"):
+        L.indices_to_one_hot(torch.tensor([[1, 2]]), num_classes=3)
+    with pytest.raises(ValueError, match="num_classes"):
+        L.indices_to_one_hot(torch.tensor([1]), num_classes=0)
+
+
+def test_one_hot_to_indices_errors():
+    with pytest.raises(LabelError, match="row 1 has 2"):
+        L.one_hot_to_indices(torch.tensor([[1, 0], [1, 1]]))
+    with pytest.raises(LabelError, match="row 0 has 0"):
+        L.one_hot_to_indices(torch.tensor([[0, 0], [1, 0]]))
+    with pytest.raises(LabelError, match="argmax"):
+        L.one_hot_to_indices(torch.tensor([[0.3, 0.7]]))
+    with pytest.raises(ShapeError):
+        L.one_hot_to_indices(torch.zeros(2, 2, 2))
+
+
+# ---- multi-hot <-> padded <-> sets <-> csr ------------------------------------------------
+
+
+def test_multi_hot_to_padded_and_back():
+    padded = L.multi_hot_to_padded(MASK)
+    assert torch.equal(padded, PADDED)
+    assert padded.dtype == torch.int64
+    assert torch.equal(L.padded_to_multi_hot(padded), MASK.float())
+    assert torch.equal(L.multi_hot_to_padded(MASK.bool()), PADDED)
+
+
+def test_padded_matches_torch_multilabel_margin_loss():
+    x = torch.randn(4, 4)
+    ref = torch.nn.functional.multilabel_margin_loss(x, PADDED, reduction="none")
+    ours = marginloss.multilabel_margin_loss(x, L.multi_hot_to_padded(MASK), reduction="none")
+    assert torch.allclose(ours, ref)
+
+
+def test_padded_reads_up_to_first_minus_one():
+    # torch ignores what follows the first -1 of a row
+    out = L.padded_to_multi_hot(torch.tensor([[1, -1, 2, -1]]))
+    assert out.tolist() == [[0, 1, 0, 0]]
+    assert L.padded_to_sets(torch.tensor([2, 0, -1])) == [{0, 2}]
+
+
+def test_padded_errors():
+    with pytest.raises(LabelError, match="row width"):
+        L.padded_to_multi_hot(torch.tensor([[0, 5, -1]]))
+    with pytest.raises(LabelError):
+        L.padded_to_multi_hot(torch.tensor([[0, -2, -1]]))
+    with pytest.raises(DtypeError, match="0/1 mask already"):
+        L.padded_to_multi_hot(torch.tensor([[0.0, 1.0]]))
+    with pytest.raises(LabelError, match="to_01"):
+        L.multi_hot_to_padded(torch.tensor([[1, -1]]))
+    with pytest.raises(LabelError, match="threshold"):
+        L.multi_hot_to_padded(torch.tensor([[0.2, 0.8]]))
+    with pytest.raises(ShapeError):
+        L.multi_hot_to_padded(torch.zeros(2, 2, 2))
+
+
+def test_sets_round_trips():
+    assert torch.equal(L.sets_to_padded(SETS, num_classes=4), PADDED)
+    assert torch.equal(L.sets_to_multi_hot(SETS, num_classes=4), MASK.float())
+    assert L.multi_hot_to_sets(MASK) == SETS
+    assert L.padded_to_sets(PADDED) == SETS
+    # lists, tuples, tensors and duplicates are accepted as label collections
+    assert L.sets_to_padded([[3, 0, 3], (1,), torch.tensor([], dtype=torch.long), range(4)],
+                            num_classes=4).tolist() == PADDED.tolist()
+
+
+def test_sets_errors():
+    with pytest.raises(LabelError, match="outside \\[0, 4\\)"):
+        L.sets_to_multi_hot([{4}], num_classes=4)
+    with pytest.raises(DtypeError, match="integer class indices"):
+        L.sets_to_padded([{0.5}], num_classes=4)
+    with pytest.raises(DtypeError, match="Wrap single labels"):
+        L.sets_to_padded([1, 2], num_classes=4)
+    with pytest.raises(DtypeError):
+        L.sets_to_padded(torch.tensor([[0, 1]]), num_classes=4)
+    with pytest.raises(ValueError, match="num_classes"):
+        L.sets_to_padded([{0}], num_classes=None)
+
+
+def test_csr_round_trips():
+    csr = L.multi_hot_to_csr(MASK)
+    assert csr.layout == torch.sparse_csr and csr.shape == (4, 4)
+    assert torch.equal(csr.to_dense(), MASK.float())
+    assert torch.equal(L.csr_to_multi_hot(csr), MASK.float())
+    assert L.csr_to_sets(csr) == SETS
+    csr2 = L.sets_to_csr(SETS, num_classes=4)
+    assert torch.equal(csr2.crow_indices(), csr.crow_indices())
+    assert torch.equal(csr2.col_indices(), csr.col_indices())
+    # CSR -> padded, through the mask
+    assert torch.equal(L.multi_hot_to_padded(L.csr_to_multi_hot(csr)), PADDED)
+
+
+def test_csr_errors():
+    with pytest.raises(DtypeError, match="sparse_csr"):
+        L.csr_to_multi_hot(MASK)
+    with pytest.raises(ShapeError):
+        L.multi_hot_to_csr(torch.tensor([1, 0]))
+    with pytest.raises(DtypeError, match="csr_to_multi_hot"):
+        L.multi_hot_to_padded(L.multi_hot_to_csr(MASK))
+
+
+def test_random_round_trips():
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(50, 9, generator=g) < 0.3).long()
+    padded = L.multi_hot_to_padded(mask)
+    sets = L.padded_to_sets(padded)
+    assert torch.equal(L.sets_to_multi_hot(sets, 9), mask.float())
+    assert torch.equal(L.csr_to_multi_hot(L.sets_to_csr(sets, 9)), mask.float())
+    assert torch.equal(L.sets_to_padded(L.csr_to_sets(L.multi_hot_to_csr(mask)), 9), padded)
+
+
+# ---- describe ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target, convention", [
+    (torch.tensor([0, 1, 1]), "binary_01"),
+    (torch.tensor([True, False]), "binary_01"),
+    (torch.tensor([[0.0], [1.0]]), "binary_01"),
+    (torch.tensor([-1.0, 1.0, 1.0]), "binary_pm1"),
+    (torch.tensor([[1.0, -1.0], [-1.0, -1.0]]), "binary_pm1"),
+    (torch.tensor([0.2, 0.9]), "soft_binary"),
+    (torch.tensor([3, 0, 2]), "class_indices"),
+    (torch.tensor([3.0, 0.0, 2.0]), "class_indices"),
+    (torch.tensor([[0, 1, 0], [1, 0, 0]]), "one_hot"),
+    (MASK, "multi_hot"),
+    (torch.tensor([[0.1, 0.7], [0.9, 0.9]]), "soft_multi_hot"),
+    (torch.tensor([[0.3, 0.7], [0.5, 0.5]]), "class_probabilities"),
+    (PADDED, "padded_indices"),
+    (torch.tensor([2, 0, -1]), "padded_indices"),
+    (L.multi_hot_to_csr(MASK), "sparse_csr"),
+    (SETS, "label_sets"),
+    ([[0, 2], [1]], "label_sets"),
+    (torch.tensor([]), "empty"),
+    (torch.tensor([0.5, -3.2]), "unknown"),
+    (torch.tensor([1.0, float("nan")]), "unknown"),
+])
+def test_describe(target, convention):
+    d = L.describe(target)
+    assert d.convention == convention
+    assert d.convention in L.CONVENTIONS
+    text = str(d)
+    assert convention in text and d.dtype in text
+
+
+def test_describe_evidence():
+    d = L.describe(torch.tensor([0, 1, 1, 0]))
+    assert d.dtype == "torch.int64" and d.shape == (4,) and d.values == "{0, 1}"
+    assert d.ambiguous and "class_indices" in d.alternatives
+    d = L.describe(MASK)
+    assert d.num_classes == 4 and not d.ambiguous
+    assert "0 to 4 ones per row" in d.evidence
+    d = L.describe(torch.tensor([1, 2, 3]))
+    assert "numbered from 1" in d.evidence and d.num_classes == 4
+    assert "long" in L.describe(torch.tensor([3.0, 1.0])).evidence
+
+
+def test_describe_numpy_and_lists():
+    assert L.describe(np.array([0, 1, 0])).convention == "binary_01"
+    assert L.describe([[0, 1], [1, 0]]).convention == "one_hot"
+    d = L.describe([{0, 5}, {2}])
+    assert d.num_classes == 6 and d.shape == (2,)
+
+
+def test_describe_padded_with_interior_minus_one_is_flagged():
+    d = L.describe(torch.tensor([[1, -1, 2, -1]]))
+    assert d.convention == "padded_indices" and d.ambiguous
+    assert "first -1" in d.evidence
