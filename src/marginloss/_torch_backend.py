@@ -97,7 +97,10 @@ def soft_margin_loss(input: Tensor, target: Tensor, weight: None, reduction: str
     m, q, t = (torch.empty(min(_BLOCK, n), dtype=acc, device=input.device) for _ in range(3))
     for s, e in _blocks(n, 1):
         ys, mb, qb, tb = y[s:e], m[: e - s], q[: e - s], t[: e - s]
-        mb.copy_(x[s:e]).mul_(ys)  # m = y x, in the accumulation dtype
+        if x.dtype == acc:
+            torch.mul(x[s:e], ys, out=mb)  # m = y x
+        else:
+            mb.copy_(x[s:e]).mul_(ys)  # m = y x, widened to the accumulation dtype
         torch.neg(mb, out=qb).sigmoid_()  # sigma(-m)
         if need_grad:
             torch.addcmul(zero, qb, ys, value=-scale, out=grad[s:e])  # -y sigma(-m) / n

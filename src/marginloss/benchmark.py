@@ -168,6 +168,8 @@ def _implementations(case: Case, use_compile: bool) -> dict[str, Callable]:
 def run_case(case: Case, device: torch.device, dtype: torch.dtype, use_compile: bool,
              budget_s: float) -> dict:
     x0, y, kwargs = case.inputs(device, dtype)
+    if use_compile:
+        torch._dynamo.reset()  # a fresh compile per case: no recompile limit, no eager fallback
     row: dict = {"case": case.label, "dtype": str(dtype).replace("torch.", "")}
     results = {}
     for name, fn in _implementations(case, use_compile).items():
@@ -181,8 +183,9 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, use_compile: 
             continue
         row[f"{name}_ms"] = ms
         row[f"{name}_peak_mb"] = peak_extra_bytes(step, device) / 2**20
-        with torch.no_grad():
-            results[name] = (fn(x0, y, **kwargs).float(), x.grad.float().clone())
+        # the result under the same grad mode as the timed step (a compiled function would
+        # otherwise recompile for no_grad)
+        results[name] = (fn(x, y, **kwargs).detach().float(), x.grad.float().clone())
     ours = row.get("ours_ms")
     for base in ("eager", "compile"):
         if ours and row.get(f"{base}_ms"):
