@@ -246,33 +246,38 @@ def multilabel_margin_loss(input: Tensor, target: Tensor, weight: None, reductio
     dev = input.device
     n_rows, n_cols = input.shape
     scale = (1.0 / n_rows if (reduction == "mean" and n_rows) else 1.0) / n_cols
-    grad = torch.zeros_like(input) if need_grad else None
+    grad = torch.empty_like(input) if need_grad else None
     rows = torch.zeros(n_rows, dtype=torch.float64, device=dev)
     cols = torch.arange(n_cols, device=dev)
+    ubuf = torch.empty(min(n_rows, max(1, _BLOCK // n_cols)), n_cols, dtype=torch.float64,
+                       device=dev)
     for s, e in _blocks(n_rows, n_cols):
-        t = target[s:e].long()
-        neg = t < 0
-        first = torch.where(neg.any(1), neg.int().argmax(1), n_cols)  # list length per row
+        t = target[s:e]
+        has_end, first = (t < 0).max(dim=1)  # the first -1 of each row (max returns the first)
+        first = first.masked_fill_(~has_end, n_cols)  # list length per row
         k_max = int(first.max())
         if k_max == 0:
+            if grad is not None:
+                grad[s:e] = 0
             continue
         valid = cols[:k_max] < first.unsqueeze(1)  # (r, K): entry j belongs to the list
-        idx = t[:, :k_max].clamp_min(0)
-        x = input[s:e].to(torch.float64).contiguous()
-        is_target = torch.zeros_like(x).scatter_add_(1, idx, valid.to(x.dtype)) > 0
-        xt = x.gather(1, idx).masked_fill_(~valid, float("inf"))  # padding sorts last
-        srt, order = xt.sort(dim=1)
-        upper = x + 1.0
+        # padding entries point at the row's first target (or class 0 in a row with none):
+        # harmless below, where they are masked or where the row has no targets at all
+        idx = torch.where(valid, t[:, :k_max], t[:, :1]).clamp_min_(0).long()
+        xt = input[s:e].gather(1, idx).to(torch.float64)
+        srt, order = xt.masked_fill_(~valid, float("inf")).sort(dim=1)  # padding sorts last
+        upper = ubuf[: e - s].copy_(input[s:e]).add_(1.0)  # 1 + x_k, float64
         c = torch.searchsorted(srt, upper, side="left")  # #{j : S_j < 1 + x_k}
-        c.masked_fill_(is_target, 0)
+        c.scatter_(1, idx, 0)  # targets are not competitors
         hist = torch.zeros(e - s, k_max + 1, dtype=torch.int64, device=dev)
         hist.scatter_add_(1, c, torch.ones_like(c))
         d = hist[:, 1:].flip(1).cumsum(1).flip(1)  # d_j = #{k : c_k > j}
         cf = c.to(torch.float64)
-        rows[s:e] = (cf * upper).sum(1) - (d * srt.masked_fill(~valid.gather(1, order), 0)).sum(1)
-        if need_grad:
-            g = cf.mul_(scale)
-            g.scatter_add_(1, idx.gather(1, order), d.to(g.dtype).mul_(-scale))
-            grad[s:e] = g
+        rows[s:e] = torch.linalg.vecdot(cf, upper) - torch.linalg.vecdot(
+            d.to(torch.float64), srt.masked_fill(~valid.gather(1, order), 0))
+        if grad is not None:
+            gs = grad[s:e]
+            gs.copy_(cf.mul_(scale))  # c_k / C for the non-targets, 0 for the targets
+            gs.scatter_add_(1, idx.gather(1, order), d.to(gs.dtype).mul_(-scale))
     rows /= n_cols
     return _reduce_rows(rows, reduction, out_dtype), grad
