@@ -137,3 +137,27 @@ def test_multilabel_margin_large_scores_keep_precision(dtype):
     out.backward()
     assert_close(out, ref.to(dtype))
     assert_close(xa.grad, check_x.grad.to(dtype))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("scale", [1.0, 25.0])
+def test_logistic_losses_keep_tiny_tails(reduction, scale):
+    """Confident, correct predictions have losses near e^-25; they must not round to 0 (on
+    either side of zero), in every reduction: the fast summation of reduced losses hands over to
+    the exact one when its absolute error could show."""
+    g = torch.Generator().manual_seed(3)
+    mags = (torch.rand(300, 257, generator=g, dtype=torch.float64) + 1) * scale
+    y = torch.randint(0, 2, (300, 257), generator=g).double()
+    x = torch.where(y > 0, mags, -mags)  # every score on the correct side
+    sm = F.soft_margin_loss(x.float(), (2 * y - 1).float(), reduction=reduction)
+    sm_ref = _softplus64(-mags)
+    mlsm = F.multilabel_soft_margin_loss(x.float(), y.float(), reduction=reduction)
+    mlsm_ref = _softplus64(-mags).mean(1)
+    if reduction == "sum":
+        sm_ref, mlsm_ref = sm_ref.sum(), mlsm_ref.sum()
+    elif reduction == "mean":
+        sm_ref, mlsm_ref = sm_ref.mean(), mlsm_ref.mean()
+    # float32 inputs are exact here (x is a float32 value times a float64 mask), so the
+    # reference is the loss of the same numbers; 1e-5 relative leaves room for summation order
+    torch.testing.assert_close(sm.double(), sm_ref, rtol=1e-5, atol=0)
+    torch.testing.assert_close(mlsm.double(), mlsm_ref, rtol=1e-5, atol=0)
