@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from marginloss import benchmark
@@ -30,12 +31,16 @@ def test_markdown_table_has_one_line_per_case(capsys):
 
 def test_peak_extra_bytes_sees_temporaries():
     def step():
-        a = torch.empty(1 << 20)  # 4 MiB
-        b = torch.empty(1 << 18)  # 1 MiB, both alive at once
+        a = torch.empty(1 << 20).fill_(1)  # 4 MiB
+        b = torch.empty(1 << 18).fill_(1)  # 1 MiB, both alive at once
         del a, b
-        torch.empty(1 << 19)  # 2 MiB after they are freed
+        torch.empty(1 << 19).fill_(1)  # 2 MiB after they are freed
 
-    assert benchmark.peak_extra_bytes(step, torch.device("cpu")) == 5 * 2**20
+    benchmark.exact_rss_allocator()
+    peak = benchmark.peak_extra_bytes(step, torch.device("cpu"))
+    if peak is None:
+        pytest.skip("no /proc/self/clear_refs on this system")
+    assert 4.5 * 2**20 <= peak <= 5.5 * 2**20  # both blocks at once (pages, not bytes)
 
 
 def test_case_inputs_follow_each_convention():

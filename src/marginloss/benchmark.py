@@ -9,8 +9,9 @@ one loss on one shape, timed as a full training step of the loss::
 * **× eager** / **× compile**: how many times faster ours is than each baseline (> 1 is faster).
 * **GB/s**: the minimal bytes (read scores and targets once, write the gradient once) divided
   by our time: how close the step runs to memory speed.
-* **peak MB**: the most memory a step holds beyond its inputs (CPU: from the profiler's
-  allocation trace; CUDA: ``torch.cuda.max_memory_allocated``). The gradient itself is part of it.
+* **peak MB**: the most memory a step needs beyond its inputs, the gradient it leaves included
+  (CPU: growth of the peak resident set, measured in a second pass; CUDA:
+  ``torch.cuda.max_memory_allocated``). See :func:`peak_extra_bytes`.
 * **compile ok**: whether ``torch.compile``'s result matched eager (torch 2.13's decomposition of
   ``multilabel_margin_loss`` ignores the ``-1`` padding and is wrong).
 
@@ -21,7 +22,9 @@ compile time excluded); ours runs with its defaults (``validate=True``, ``backen
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
+import gc
 import json
 import os
 import platform
@@ -128,8 +131,18 @@ def time_ms(step: Callable[[], None], device: torch.device, *, budget_s: float =
     return statistics.median(times)
 
 
-def peak_extra_bytes(step: Callable[[], None], device: torch.device) -> int:
-    """Peak memory a step allocates beyond what was live before it (inputs excluded)."""
+def peak_extra_bytes(step: Callable[[], None], device: torch.device,
+                     reset: Callable[[], None] = lambda: None) -> int | None:
+    """Peak memory one step needs beyond what is live before it (inputs excluded; the
+    gradient it leaves behind included). ``reset`` drops the previous step's gradient.
+
+    CUDA: the caching allocator's peak. CPU (Linux): the growth of the process's peak resident
+    memory (``VmHWM``, reset through ``/proc/self/clear_refs``), measured after
+    :func:`exact_rss_allocator` so that freed blocks go back to the system; None elsewhere.
+    """
+    step()  # warm: compiled code, lazily built state
+    reset()
+    gc.collect()
     if device.type == "cuda":
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -137,24 +150,44 @@ def peak_extra_bytes(step: Callable[[], None], device: torch.device) -> int:
         step()
         _sync(device)
         return torch.cuda.max_memory_allocated(device) - base
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    _release_free_memory()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak resident set size to the current one
+        base = _proc_status("VmRSS")
         step()
-    # Replay the allocation trace: an op's own allocations count from its start, its own frees
-    # (temporaries released inside it) at its end, frees outside any op when they happen.
-    deltas = []
-    for e in prof.events():
-        free_event = e.name == "[memory]"
-        d = e.cpu_memory_usage if free_event else e.self_cpu_memory_usage
-        if d:
-            at = e.time_range.start if (d > 0 or free_event) else e.time_range.end
-            deltas.append((at, d))
-    current = peak = 0
-    for _, d in sorted(deltas):
-        current += d
-        peak = max(peak, current)
-    return peak
+        return _proc_status("VmHWM") - base
+    except OSError:
+        return None
+
+
+def _proc_status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"{key} not in /proc/self/status")
+
+
+def _release_free_memory() -> None:
+    """Hand free heap pages back to the system (glibc ``malloc_trim``), so that reusing them
+    shows up as resident-memory growth again."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def exact_rss_allocator() -> None:
+    """Make glibc return every block of 64 KiB or more to the system when it is freed (and take
+    fresh pages for the next one), so resident memory tracks what is allocated. Used only for
+    the memory pass: it would slow every implementation's allocations in the timing pass."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def _implementations(case: Case, use_compile: bool) -> dict[str, Callable]:
@@ -165,16 +198,33 @@ def _implementations(case: Case, use_compile: bool) -> dict[str, Callable]:
     return impls
 
 
-def run_case(case: Case, device: torch.device, dtype: torch.dtype, use_compile: bool,
-             budget_s: float) -> dict:
+def _steps(case: Case, device: torch.device, dtype: torch.dtype, use_compile: bool):
+    """Yield ``(name, fn, x, step)`` per implementation, inputs fresh, compiles fresh."""
     x0, y, kwargs = case.inputs(device, dtype)
     if use_compile:
         torch._dynamo.reset()  # a fresh compile per case: no recompile limit, no eager fallback
-    row: dict = {"case": case.label, "dtype": str(dtype).replace("torch.", "")}
-    results = {}
     for name, fn in _implementations(case, use_compile).items():
         x = x0.clone().requires_grad_()
-        step = _step(fn, x, y, kwargs)
+        yield name, fn, x, _step(fn, x, y, kwargs)
+
+
+def measure_memory(case: Case, row: dict, device: torch.device, dtype: torch.dtype,
+                   use_compile: bool) -> None:
+    """Add ``<impl>_peak_mb`` to ``row`` (implementations that failed to time are skipped)."""
+    for name, _, x, step in _steps(case, device, dtype, use_compile):
+        if row.get(f"{name}_ms") is None:
+            continue
+        peak = peak_extra_bytes(step, device, reset=lambda x=x: setattr(x, "grad", None))
+        row[f"{name}_peak_mb"] = None if peak is None else peak / 2**20
+
+
+def run_case(case: Case, device: torch.device, dtype: torch.dtype, use_compile: bool,
+             budget_s: float) -> dict:
+    """Time every implementation of ``case`` and check torch.compile's result against eager."""
+    x0, y, kwargs = case.inputs(device, dtype)
+    row: dict = {"case": case.label, "dtype": str(dtype).replace("torch.", "")}
+    results = {}
+    for name, fn, x, step in _steps(case, device, dtype, use_compile):
         try:
             ms = time_ms(step, device, budget_s=budget_s)
         except Exception as exc:  # a baseline that cannot run this case is reported, not fatal
@@ -182,7 +232,6 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, use_compile: 
             row[f"{name}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
             continue
         row[f"{name}_ms"] = ms
-        row[f"{name}_peak_mb"] = peak_extra_bytes(step, device) / 2**20
         # the result under the same grad mode as the timed step (a compiled function would
         # otherwise recompile for no_grad)
         results[name] = (fn(x, y, **kwargs).detach().float(), x.grad.float().clone())
@@ -293,8 +342,13 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(device)
     rows = []
     for i, case in enumerate(cases, 1):
-        print(f"[{i}/{len(cases)}] {case.label} ...", file=sys.stderr, flush=True)
+        print(f"[{i}/{len(cases)}] timing {case.label} ...", file=sys.stderr, flush=True)
         rows.append(run_case(case, device, dtype, use_compile, budget))
+    if device.type == "cpu":
+        exact_rss_allocator()  # after timing: it changes how the allocator behaves
+    for i, (case, row) in enumerate(zip(cases, rows), 1):
+        print(f"[{i}/{len(cases)}] memory {case.label} ...", file=sys.stderr, flush=True)
+        measure_memory(case, row, device, dtype, use_compile)
     if args.json:
         print(json.dumps({"environment": env, "rows": rows}, indent=2))
     else:
