@@ -40,7 +40,8 @@ def test_peak_extra_bytes_sees_temporaries():
     peak = benchmark.peak_extra_bytes(step, torch.device("cpu"))
     if peak is None:
         pytest.skip("no /proc/self/clear_refs on this system")
-    assert 4.5 * 2**20 <= peak <= 5.5 * 2**20  # both blocks at once (pages, not bytes)
+    # both blocks were alive at once; the heap's history may add what it did not hand back
+    assert 4.5 * 2**20 <= peak <= 8 * 2**20
 
 
 def test_case_inputs_follow_each_convention():

@@ -139,6 +139,8 @@ def peak_extra_bytes(step: Callable[[], None], device: torch.device,
     CUDA: the caching allocator's peak. CPU (Linux): the growth of the process's peak resident
     memory (``VmHWM``, reset through ``/proc/self/clear_refs``), measured after
     :func:`exact_rss_allocator` so that freed blocks go back to the system; None elsewhere.
+    Blocks served from free heap memory and freed again within the step can make the CPU figure
+    an overestimate (by at most those blocks); it never misses memory the step held at once.
     """
     step()  # warm: compiled code, lazily built state
     reset()
