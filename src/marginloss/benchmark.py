@@ -6,7 +6,8 @@ one loss on one shape, timed as a full training step of the loss::
     x.grad = None; loss = fn(x, y, ...); loss.backward()
 
 * **ms**: median over repeated runs after warm-up (wall clock on CPU; CUDA events on GPU).
-* **× eager** / **× compile**: how many times faster ours is than each baseline (> 1 is faster).
+* **× eager** / **× compile**: how many times faster ours is than each baseline (> 1 is faster):
+  the median of per-round ratios, the implementations taking turns (see :func:`time_rounds`).
 * **GB/s**: the minimal bytes (read scores and targets once, write the gradient once) divided
   by our time: how close the step runs to memory speed.
 * **peak MB**: the most memory a step needs beyond its inputs, the gradient it leaves included
@@ -107,28 +108,41 @@ def _step(fn: Callable, x: torch.Tensor, y: torch.Tensor, kwargs: dict) -> Calla
     return step
 
 
-def time_ms(step: Callable[[], None], device: torch.device, *, budget_s: float = 2.0,
-            min_reps: int = 5, max_reps: int = 50) -> float:
-    """Median milliseconds of ``step`` after two warm-up runs, repeated within ``budget_s``."""
-    for _ in range(2):
+def _time_once(step: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        step()
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b)
+    t0 = time.perf_counter()
+    step()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def time_rounds(steps: dict[str, Callable[[], None]], device: torch.device, *,
+                budget_s: float = 2.0, min_rounds: int = 5,
+                max_rounds: int = 50) -> dict[str, list[float]]:
+    """Milliseconds per run of each step, timed in rounds (each step once per round, in turn).
+
+    Taking turns exposes every implementation to the same background load, which on a shared
+    machine drifts over seconds; per-round ratios then compare like with like. Two warm-up runs
+    each first; rounds continue until ``budget_s`` per step is spent (at least ``min_rounds``).
+    """
+    for step in steps.values():
+        step()
         step()
     _sync(device)
-    times: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in steps}
     start = time.perf_counter()
-    while len(times) < max_reps and (len(times) < min_reps
-                                     or time.perf_counter() - start < budget_s):
-        if device.type == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            step()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            t0 = time.perf_counter()
-            step()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    rounds = 0
+    while rounds < max_rounds and (rounds < min_rounds or
+                                   time.perf_counter() - start < budget_s * len(steps)):
+        for name, step in steps.items():
+            times[name].append(_time_once(step, device))
+        rounds += 1
+    return times
 
 
 def peak_extra_bytes(step: Callable[[], None], device: torch.device,
@@ -225,26 +239,30 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, use_compile: 
     """Time every implementation of ``case`` and check torch.compile's result against eager."""
     x0, y, kwargs = case.inputs(device, dtype)
     row: dict = {"case": case.label, "dtype": str(dtype).replace("torch.", "")}
-    results = {}
+    steps, outputs = {}, {}
     for name, fn, x, step in _steps(case, device, dtype, use_compile):
         try:
-            ms = time_ms(step, device, budget_s=budget_s)
+            step()  # compiles, and shows whether this implementation can run the case at all
         except Exception as exc:  # a baseline that cannot run this case is reported, not fatal
             row[f"{name}_ms"] = None
             row[f"{name}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
             continue
-        row[f"{name}_ms"] = ms
-        # the result under the same grad mode as the timed step (a compiled function would
+        steps[name] = step
+        # the result, under the same grad mode as the timed step (a compiled function would
         # otherwise recompile for no_grad)
-        results[name] = (fn(x, y, **kwargs).detach().float(), x.grad.float().clone())
+        outputs[name] = (fn(x, y, **kwargs).detach().float(), x.grad.float().clone())
+    times = time_rounds(steps, device, budget_s=budget_s)
+    for name, ts in times.items():
+        row[f"{name}_ms"] = statistics.median(ts)
     ours = row.get("ours_ms")
     for base in ("eager", "compile"):
-        if ours and row.get(f"{base}_ms"):
-            row[f"speedup_vs_{base}"] = row[f"{base}_ms"] / ours
+        if "ours" in times and base in times:
+            row[f"speedup_vs_{base}"] = statistics.median(
+                b / a for a, b in zip(times["ours"], times[base]))
     if ours:
         row["ours_gbps"] = case.min_bytes(x0, y) / (ours * 1e-3) / 1e9
-    if "compile" in results and "eager" in results:
-        (lc, gc), (le, ge) = results["compile"], results["eager"]
+    if "compile" in outputs and "eager" in outputs:
+        (lc, gc), (le, ge) = outputs["compile"], outputs["eager"]
         row["compile_matches_eager"] = bool(torch.allclose(lc, le, rtol=1e-4, atol=1e-5)
                                             and torch.allclose(gc, ge, rtol=1e-4, atol=1e-6))
     return row
