@@ -44,8 +44,10 @@ def _blocks(n_rows: int, n_cols: int):
         yield start, min(n_rows, start + step)
 
 
-def _reduce_rows(rows: Tensor, reduction: str, out_dtype: torch.dtype) -> Tensor:
-    """Per-row losses (N,) -> the requested reduction (mean over an empty batch is nan)."""
+def reduce_rows(rows: Tensor, reduction: str, out_dtype: torch.dtype) -> Tensor:
+    """Per-row losses (N,) -> the requested reduction, in ``out_dtype`` (the mean of an empty
+    batch is nan). ``torch.sum`` reduces in a fixed order: deterministic. Shared with the
+    Triton launchers, which reduce their per-row buffers the same way."""
     if reduction == "none":
         return rows.to(out_dtype)
     total = rows.sum()
@@ -212,7 +214,7 @@ def multilabel_soft_margin_loss(input: Tensor, target: Tensor, weight: Tensor | 
         torch.sum(ab, dim=1, out=rows[s:e])
     if by_row:
         rows /= max(n_cols, 1) if n_cols else float("nan")
-        return _reduce_rows(rows, reduction, out_dtype), grad
+        return reduce_rows(rows, reduction, out_dtype), grad
     total = total / n_cols if n_cols else total.new_tensor(float("nan"))
     if reduction == "mean":
         total = total / n_rows if n_rows else total.new_tensor(float("nan"))
@@ -269,7 +271,7 @@ def multi_margin_loss(input: Tensor, target: Tensor, weight: Tensor | None, p: i
             gs.copy_(z)
             gs.scatter_(1, ts, z.sum(dim=1, keepdim=True).neg_().to(gs.dtype))
     rows /= n_cols
-    return _reduce_rows(rows, reduction, out_dtype), grad
+    return reduce_rows(rows, reduction, out_dtype), grad
 
 
 def multilabel_margin_loss(input: Tensor, target: Tensor, weight: None, reduction: str,
@@ -332,4 +334,4 @@ def multilabel_margin_loss(input: Tensor, target: Tensor, weight: None, reductio
             gs.copy_(cf.mul_(scale))  # c_k / C for the non-targets, 0 for the targets
             gs.scatter_add_(1, idx.gather(1, order), d.to(gs.dtype).mul_(-scale))
     rows /= n_cols
-    return _reduce_rows(rows, reduction, out_dtype), grad
+    return reduce_rows(rows, reduction, out_dtype), grad

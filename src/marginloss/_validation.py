@@ -61,11 +61,16 @@ def check_input(fn: str, input: Tensor) -> None:
         )
 
 
+def check_real_tensor(fn: str, t: object, arg: str) -> None:
+    """``t`` is a real-valued torch.Tensor (the first check on any label tensor)."""
+    if not isinstance(t, Tensor):
+        raise DtypeError(f"{fn}: `{arg}` must be a torch.Tensor, got {type(t).__name__}.")
+    if t.is_complex():
+        raise DtypeError(f"{fn}: `{arg}` must be real, got {t.dtype}.")
+
+
 def check_target_tensor(fn: str, target: Tensor, input: Tensor) -> None:
-    if not isinstance(target, Tensor):
-        raise DtypeError(f"{fn}: `target` must be a torch.Tensor, got {type(target).__name__}.")
-    if target.is_complex():
-        raise DtypeError(f"{fn}: `target` must be real, got {target.dtype}.")
+    check_real_tensor(fn, target, "target")
     if target.device != input.device:
         raise ValueError(
             f"{fn}: `target` is on {target.device} but `input` is on {input.device}; "

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from marginloss._validation import DtypeError, LabelError, ShapeError
+from marginloss._validation import DtypeError, LabelError, ShapeError, check_real_tensor
 
 __all__ = [
     "CONVENTIONS",
@@ -84,10 +84,7 @@ CONVENTIONS: dict[str, str] = {
 
 
 def _check_tensor(fn: str, t: object, arg: str = "target") -> Tensor:
-    if not isinstance(t, Tensor):
-        raise DtypeError(f"{fn}: `{arg}` must be a torch.Tensor, got {type(t).__name__}.")
-    if t.is_complex():
-        raise DtypeError(f"{fn}: `{arg}` must be real, got {t.dtype}.")
+    check_real_tensor(fn, t, arg)
     if t.layout != torch.strided:
         raise DtypeError(
             f"{fn}: `{arg}` must be a dense tensor, got layout {t.layout}. "

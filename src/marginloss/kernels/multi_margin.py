@@ -35,7 +35,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from marginloss.kernels.soft_margin import reduce_rows, row_tile
+from marginloss._torch_backend import reduce_rows
+from marginloss.kernels.soft_margin import row_tile
 
 MAX_BLOCK_C = 4096  # the most classes one program holds at a time
 

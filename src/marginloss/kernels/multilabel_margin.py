@@ -53,7 +53,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from marginloss.kernels.soft_margin import reduce_rows
+from marginloss._torch_backend import reduce_rows
 
 BLOCK_K = 16  # target positions per tile
 MAX_BLOCK_C = 256  # classes per chunk (a BLOCK_K x BLOCK_C tile of pairs lives in registers)

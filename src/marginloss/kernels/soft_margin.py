@@ -45,6 +45,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from marginloss._torch_backend import reduce_rows
+
 BLOCK = 4096  # soft margin: elements per program
 MAX_BLOCK_C = 4096  # row kernels: the most classes one program holds at a time
 TILE = 4096  # row kernels: elements per BLOCK_N x BLOCK_C tile (short rows are packed)
@@ -60,20 +62,6 @@ def row_tile(n_rows: int, n_classes: int, max_block_c: int) -> tuple[int, int, i
     block_n = max(1, min(TILE // block_c, triton.next_power_of_2(max(n_rows, 1))))
     num_warps = 8 if block_n * block_c >= 4096 else 4
     return block_n, block_c, num_warps
-
-
-def reduce_rows(rows: Tensor, reduction: str, out_dtype: torch.dtype) -> Tensor:
-    """Per-row float32 losses ``(N,)`` -> the requested reduction, in ``out_dtype``.
-
-    ``torch.sum`` reduces the buffer in a fixed order (deterministic); the mean of an empty
-    batch is nan, as for torch's composite losses.
-    """
-    if reduction == "none":
-        return rows.to(out_dtype)
-    total = rows.sum()
-    if reduction == "mean":
-        total = total / rows.numel() if rows.numel() else total.new_tensor(float("nan"))
-    return total.to(out_dtype)
 
 
 @triton.jit
