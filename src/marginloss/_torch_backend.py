@@ -152,8 +152,10 @@ def soft_margin_loss(input: Tensor, target: Tensor, weight: None, reduction: str
 
 
 def _product_scratch(input: Tensor, width: int, reduced: bool) -> Tensor | None:
-    """The float64 buffer of :func:`_sum_log1p`'s fast path: CPU, float32 math, reduced loss."""
-    if reduced and input.device.type == "cpu" and acc_dtype(input.dtype) == torch.float32:
+    """The float64 buffer of :func:`_sum_log1p`'s fast path: CPU, float32 math, reduced loss,
+    blocks large enough (64Ki elements) for its few extra op calls to pay off."""
+    if (reduced and width >= 1 << 16 and input.device.type == "cpu"
+            and acc_dtype(input.dtype) == torch.float32):
         return torch.empty(width, dtype=torch.float64)
     return None
 

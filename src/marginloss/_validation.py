@@ -113,6 +113,8 @@ def check_integer_target(fn: str, target: Tensor, what: str, fix: str) -> None:
 def _abs_range(t: Tensor, block: int = 1 << 18) -> tuple[Tensor, Tensor]:
     """``(min |t|, max |t|)`` as 0-d tensors, in blocks: no full-size temporary, no sync."""
     flat = t.reshape(-1)
+    if flat.numel() <= block:
+        return torch.aminmax(flat.abs())
     scratch = torch.empty(min(block, flat.numel()), dtype=flat.dtype, device=flat.device)
     lows, highs = [], []
     for s in range(0, flat.numel(), block):
@@ -123,9 +125,16 @@ def _abs_range(t: Tensor, block: int = 1 << 18) -> tuple[Tensor, Tensor]:
     return torch.stack(lows).min(), torch.stack(highs).max()
 
 
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to exactly ``target`` (torch's rules)."""
+    if len(shape) > len(target):
+        return False
+    return all(a == b or a == 1 for a, b in zip(reversed(shape), reversed(target)))
+
+
 def _read_back(*scalars: Tensor) -> list[float]:
-    """Read several 0-d results back to the host with a single synchronisation."""
-    return torch.stack([s.to(torch.float64) for s in scalars]).tolist()
+    """Read several 0-d results of one dtype back to the host with a single synchronisation."""
+    return torch.stack(scalars).tolist()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,11 +145,7 @@ def soft_margin(input: Tensor, target: Tensor, validate: bool) -> None:
     fn = "soft_margin_loss"
     check_input(fn, input)
     check_target_tensor(fn, target, input)
-    try:
-        shape = torch.broadcast_shapes(input.shape, target.shape)
-    except RuntimeError:
-        shape = None
-    if shape != input.shape:
+    if not _broadcasts_to(target.shape, input.shape):
         raise ShapeError(
             f"{fn}: `target` of shape {_shape(target)} does not fit `input` of shape "
             f"{_shape(input)}; `target` must have the input's shape (one ±1 label per score) "
@@ -185,11 +190,7 @@ def multilabel_soft_margin(input: Tensor, target: Tensor, weight: Tensor | None,
             f"{fn}: `input` must have shape (C,) or (N, C) (classes on the last dimension), "
             f"got a 0-d tensor."
         )
-    try:
-        shape = torch.broadcast_shapes(input.shape, target.shape)
-    except RuntimeError:
-        shape = None
-    if shape != input.shape:
+    if not _broadcasts_to(target.shape, input.shape):
         raise ShapeError(
             f"{fn}: `target` of shape {_shape(target)} does not fit `input` of shape "
             f"{_shape(input)}; `target` must be a 0/1 (multi-hot) mask with the input's shape. "
@@ -198,11 +199,7 @@ def multilabel_soft_margin(input: Tensor, target: Tensor, weight: Tensor | None,
         )
     if weight is not None:
         check_weight_tensor(fn, weight, input)
-        try:
-            wshape = torch.broadcast_shapes(input.shape, weight.shape)
-        except RuntimeError:
-            wshape = None
-        if wshape != input.shape:
+        if not _broadcasts_to(weight.shape, input.shape):
             raise ShapeError(
                 f"{fn}: `weight` of shape {_shape(weight)} cannot broadcast to `input` of shape "
                 f"{_shape(input)}; pass a per-class weight of shape ({input.shape[-1]},)."
