@@ -52,6 +52,12 @@ def _triton_status(input: Tensor, explicit: bool) -> str | None:
         return "float64 inputs run on the torch backend (the kernels compute in float32)"
     if input.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return f"the kernels do not support {input.dtype}"
+    return _triton_missing()
+
+
+@functools.cache
+def _triton_missing() -> str | None:
+    """Why the kernels cannot be imported here, or None (looked up once per process)."""
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install 'marginloss[triton]')"
     if importlib.util.find_spec("marginloss.kernels.soft_margin") is None:
