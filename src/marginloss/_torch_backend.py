@@ -44,6 +44,11 @@ def _blocks(n_rows: int, n_cols: int):
         yield start, min(n_rows, start + step)
 
 
+def _divide(total: Tensor, count: int) -> Tensor:
+    """``total / count``, and nan for ``count == 0`` (the mean of nothing)."""
+    return total / count if count else total.new_tensor(float("nan"))
+
+
 def reduce_rows(rows: Tensor, reduction: str, out_dtype: torch.dtype) -> Tensor:
     """Per-row losses (N,) -> the requested reduction, in ``out_dtype`` (the mean of an empty
     batch is nan). ``torch.sum`` reduces in a fixed order: deterministic. Shared with the
@@ -52,7 +57,7 @@ def reduce_rows(rows: Tensor, reduction: str, out_dtype: torch.dtype) -> Tensor:
         return rows.to(out_dtype)
     total = rows.sum()
     if reduction == "mean":
-        total = total / rows.numel() if rows.numel() else total.new_tensor(float("nan"))
+        total = _divide(total, rows.numel())
     return total.to(out_dtype)
 
 
@@ -147,7 +152,7 @@ def soft_margin_loss(input: Tensor, target: Tensor, weight: None, reduction: str
     if out is not None:
         return out.view(input.shape), grad
     if reduction == "mean":
-        total = total / n if n else total.new_tensor(float("nan"))
+        total = _divide(total, n)
     return total.to(out_dtype), grad
 
 
@@ -217,9 +222,9 @@ def multilabel_soft_margin_loss(input: Tensor, target: Tensor, weight: Tensor | 
     if by_row:
         rows /= max(n_cols, 1) if n_cols else float("nan")
         return reduce_rows(rows, reduction, out_dtype), grad
-    total = total / n_cols if n_cols else total.new_tensor(float("nan"))
+    total = _divide(total, n_cols)
     if reduction == "mean":
-        total = total / n_rows if n_rows else total.new_tensor(float("nan"))
+        total = _divide(total, n_rows)
     return total.to(out_dtype), grad
 
 

@@ -115,7 +115,7 @@ def _abs_range(t: Tensor, block: int = 1 << 18) -> tuple[Tensor, Tensor]:
     flat = t.reshape(-1)
     if flat.numel() <= block:
         return torch.aminmax(flat.abs())
-    scratch = torch.empty(min(block, flat.numel()), dtype=flat.dtype, device=flat.device)
+    scratch = torch.empty(block, dtype=flat.dtype, device=flat.device)
     lows, highs = [], []
     for s in range(0, flat.numel(), block):
         chunk = flat[s : s + block]

@@ -214,9 +214,10 @@ def _implementations(case: Case, use_compile: bool) -> dict[str, Callable]:
     return impls
 
 
-def _steps(case: Case, device: torch.device, dtype: torch.dtype, use_compile: bool):
-    """Yield ``(name, fn, x, step)`` per implementation, inputs fresh, compiles fresh."""
-    x0, y, kwargs = case.inputs(device, dtype)
+def _steps(case: Case, inputs: tuple, use_compile: bool):
+    """Yield ``(name, fn, x, step)`` per implementation of ``case`` on ``inputs``
+    (``case.inputs(...)``): a fresh copy of the scores each, compiles fresh."""
+    x0, y, kwargs = inputs
     if use_compile:
         torch._dynamo.reset()  # a fresh compile per case: no recompile limit, no eager fallback
     for name, fn in _implementations(case, use_compile).items():
@@ -227,7 +228,7 @@ def _steps(case: Case, device: torch.device, dtype: torch.dtype, use_compile: bo
 def measure_memory(case: Case, row: dict, device: torch.device, dtype: torch.dtype,
                    use_compile: bool) -> None:
     """Add ``<impl>_peak_mb`` to ``row`` (implementations that failed to time are skipped)."""
-    for name, _, x, step in _steps(case, device, dtype, use_compile):
+    for name, _, x, step in _steps(case, case.inputs(device, dtype), use_compile):
         if row.get(f"{name}_ms") is None:
             continue
         peak = peak_extra_bytes(step, device, reset=lambda x=x: setattr(x, "grad", None))
@@ -237,10 +238,10 @@ def measure_memory(case: Case, row: dict, device: torch.device, dtype: torch.dty
 def run_case(case: Case, device: torch.device, dtype: torch.dtype, use_compile: bool,
              budget_s: float) -> dict:
     """Time every implementation of ``case`` and check torch.compile's result against eager."""
-    x0, y, kwargs = case.inputs(device, dtype)
+    x0, y, kwargs = inputs = case.inputs(device, dtype)
     row: dict = {"case": case.label, "dtype": str(dtype).replace("torch.", "")}
     steps, outputs = {}, {}
-    for name, fn, x, step in _steps(case, device, dtype, use_compile):
+    for name, fn, x, step in _steps(case, inputs, use_compile):
         try:
             step()  # compiles, and shows whether this implementation can run the case at all
         except Exception as exc:  # a baseline that cannot run this case is reported, not fatal

@@ -28,13 +28,7 @@ class _Loss(torch.nn.Module):
             self.reduction = _reduction.legacy_get_string(size_average, reduce)
         else:
             self.reduction = reduction
-        if not isinstance(validate, bool):
-            raise TypeError(f"{type(self).__name__}: `validate` must be True or False, got {validate!r}.")
-        if backend not in ("auto", "torch", "triton"):
-            raise ValueError(
-                f"{type(self).__name__}: `backend` must be 'auto', 'torch' or 'triton', "
-                f"got {backend!r}."
-            )
+        functional._check_options(validate, backend, type(self).__name__)
         self.validate = validate
         self.backend = backend
 
