@@ -80,7 +80,7 @@ CASES = [
     ("reduction", F.soft_margin_loss, (x22, torch.ones(2, 3)), {"reduction": "avg"}, ValueError,
      ["avg", "reduction"]),
     ("backend", F.multi_margin_loss, (x22, torch.tensor([0, 1])), {"backend": "cuda"},
-     ValueError, ["`backend`", "'auto', 'torch' or 'triton'", "'cuda'"]),
+     ValueError, ["`backend`", "'auto', 'torch', 'triton' or 'native'", "'cuda'"]),
     ("validate", F.multi_margin_loss, (x22, torch.tensor([0, 1])), {"validate": "yes"},
      TypeError, ["`validate`", "True or False"]),
     ("target-grad", F.soft_margin_loss, (x22, torch.ones(2, 3, requires_grad=True)), {},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -43,12 +45,19 @@ def check(ours, ref, x, *args, dtype=None, tol=None, **kwargs):
         assert_close(ga, gb.to(ga.dtype) if dtype else gb, tol or dtype)
 
 
+# On the CPU, "auto" runs the two logistic losses' float32 calls on the native C kernels (when a
+# compiler is available) and float64 on the torch backend; "torch" forces the torch backend.
+LOGISTIC_BACKENDS = ["auto", "torch"]
+
+
 @pytest.mark.parametrize("N, C", SHAPES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_soft_margin(N, C, dtype, reduction):
+@pytest.mark.parametrize("backend", LOGISTIC_BACKENDS)
+def test_soft_margin(N, C, dtype, reduction, backend):
     x, y = make_inputs("soft_margin", N, C, dtype)
-    check(F.soft_margin_loss, TF.soft_margin_loss, x, y, reduction=reduction)
+    check(partial(F.soft_margin_loss, backend=backend), TF.soft_margin_loss, x, y,
+          reduction=reduction)
 
 
 @pytest.mark.parametrize("shape, tshape", [((4, 5), (5,)), ((2, 3, 4), (3, 1)), ((), ()),
@@ -64,11 +73,12 @@ def test_soft_margin_any_rank_and_broadcast_target(shape, tshape):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_multilabel_soft_margin(N, C, dtype, reduction, weighted):
+@pytest.mark.parametrize("backend", LOGISTIC_BACKENDS)
+def test_multilabel_soft_margin(N, C, dtype, reduction, weighted, backend):
     x, y = make_inputs("multilabel_soft_margin", N, C, dtype)
     w = torch.rand(C, dtype=dtype) + 0.5 if weighted else None
-    check(F.multilabel_soft_margin_loss, TF.multilabel_soft_margin_loss, x, y, weight=w,
-          reduction=reduction)
+    check(partial(F.multilabel_soft_margin_loss, backend=backend),
+          TF.multilabel_soft_margin_loss, x, y, weight=w, reduction=reduction)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

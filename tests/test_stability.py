@@ -26,13 +26,14 @@ def _softplus64(t: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", ALL)
-def test_soft_margin_finite_and_exact_for_huge_margins(dtype):
+@pytest.mark.parametrize("backend", ["auto", "torch"])  # auto: native kernels for CPU float32
+def test_soft_margin_finite_and_exact_for_huge_margins(dtype, backend):
     """|x| up to 1e4 (float16: up to its range); torch gives inf loss and nan gradient here."""
     big = 1e4
     x = torch.tensor([-big, -1e3, -100.0, -89.0, -12.0, 0.0, 12.0, 100.0, big], dtype=dtype)
     y = torch.tensor([1.0, 1, 1, 1, 1, -1, -1, 1, -1], dtype=dtype)
     xa = x.clone().requires_grad_()
-    loss = F.soft_margin_loss(xa, y, reduction="none")
+    loss = F.soft_margin_loss(xa, y, reduction="none", backend=backend)
     loss.sum().backward()
     m = (x.double() * y.double())
     expected = _softplus64(-m)
@@ -41,8 +42,8 @@ def test_soft_margin_finite_and_exact_for_huge_margins(dtype):
     assert_close(loss, expected.to(dtype))
     assert_close(xa.grad, grad.to(dtype))
     # the reduced forms stay finite too
-    assert torch.isfinite(F.soft_margin_loss(x, y)) and torch.isfinite(F.soft_margin_loss(x, y,
-                                                                        reduction="sum"))
+    for reduction in ("mean", "sum"):
+        assert torch.isfinite(F.soft_margin_loss(x, y, reduction=reduction, backend=backend))
 
 
 def test_torch_really_overflows_where_we_do_not():
@@ -55,11 +56,12 @@ def test_torch_really_overflows_where_we_do_not():
 
 
 @pytest.mark.parametrize("dtype", ALL)
-def test_multilabel_soft_margin_extremes(dtype):
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_multilabel_soft_margin_extremes(dtype, backend):
     x = torch.tensor([[-1e4, 1e4, -50.0, 50.0, 0.0]], dtype=dtype)
     y = torch.tensor([[1.0, 0.0, 0.0, 1.0, 0.5]], dtype=dtype)
     xa = x.clone().requires_grad_()
-    loss = F.multilabel_soft_margin_loss(xa, y, reduction="sum")
+    loss = F.multilabel_soft_margin_loss(xa, y, reduction="sum", backend=backend)
     loss.backward()
     xd = x.double()
     expected = ((_softplus64(xd) - y.double() * xd).sum() / 5)
@@ -141,7 +143,8 @@ def test_multilabel_margin_large_scores_keep_precision(dtype):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("scale", [1.0, 25.0])
-def test_logistic_losses_keep_tiny_tails(reduction, scale):
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_logistic_losses_keep_tiny_tails(reduction, scale, backend):
     """Confident, correct predictions have losses near e^-25; they must not round to 0 (on
     either side of zero), in every reduction: the fast summation of reduced losses hands over to
     the exact one when its absolute error could show."""
@@ -149,9 +152,10 @@ def test_logistic_losses_keep_tiny_tails(reduction, scale):
     mags = (torch.rand(300, 257, generator=g, dtype=torch.float64) + 1) * scale
     y = torch.randint(0, 2, (300, 257), generator=g).double()
     x = torch.where(y > 0, mags, -mags)  # every score on the correct side
-    sm = F.soft_margin_loss(x.float(), (2 * y - 1).float(), reduction=reduction)
+    sm = F.soft_margin_loss(x.float(), (2 * y - 1).float(), reduction=reduction, backend=backend)
     sm_ref = _softplus64(-mags)
-    mlsm = F.multilabel_soft_margin_loss(x.float(), y.float(), reduction=reduction)
+    mlsm = F.multilabel_soft_margin_loss(x.float(), y.float(), reduction=reduction,
+                                         backend=backend)
     mlsm_ref = _softplus64(-mags).mean(1)
     if reduction == "sum":
         sm_ref, mlsm_ref = sm_ref.sum(), mlsm_ref.sum()

@@ -65,6 +65,15 @@ class FusedLossFunction(torch.autograd.Function):
         return None, None, grad, None, None, *([None] * len(ctx.options))
 
 
+def run(function: type[FusedLossFunction], compute: Compute, go_shape: tuple[int, ...],
+        input: Tensor, target: Tensor, weight: Tensor | None, *options) -> Tensor:
+    """``function.apply(...)`` when a gradient may be asked for; otherwise the loss alone,
+    without autograd's bookkeeping (evaluation loops, ``torch.no_grad()``)."""
+    if input.requires_grad and torch.is_grad_enabled():
+        return function.apply(compute, go_shape, input, target, weight, *options)
+    return compute(input, target, weight, *options, need_grad=False)[0]
+
+
 class SoftMarginLossFunction(FusedLossFunction):
     """Fused forward+gradient of :func:`marginloss.functional.soft_margin_loss`."""
 

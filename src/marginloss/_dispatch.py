@@ -1,14 +1,20 @@
 """Backend selection: which implementation runs a call, and why.
 
-``backend="auto"`` picks the Triton kernels (:mod:`marginloss.kernels`) when the input lives on a
-CUDA device, Triton can be imported and the dtype is float16, bfloat16 or float32; otherwise the
-torch backend (:mod:`marginloss._torch_backend`). ``backend="triton"`` insists on the kernels
-and raises :class:`BackendUnavailableError` saying why when they cannot run (never a silent
-fallback); ``backend="torch"`` forces the torch path.
+``backend="auto"`` picks, in this order:
 
-Nothing here runs at import time: Triton is imported inside :func:`select_backend`, and only
-when a call could use it. ``TRITON_INTERPRET=1`` (Triton's CPU interpreter, used by the test
-suite) lets the kernels run on CPU tensors.
+* the Triton kernels (:mod:`marginloss.kernels`) when the input lives on a CUDA device, Triton
+  can be imported and the dtype is float16, bfloat16 or float32;
+* the native C kernels (:mod:`marginloss._native`) for the two logistic losses on CPU float32
+  tensors, when a C compiler is available to build them;
+* otherwise the torch backend (:mod:`marginloss._torch_backend`), which runs anywhere.
+
+``backend="triton"`` and ``backend="native"`` insist on their kernels and raise
+:class:`BackendUnavailableError` saying why when they cannot run (never a silent fallback);
+``backend="torch"`` forces the torch path.
+
+Nothing here runs at import time: Triton is imported, and the native kernels are built, only
+when a call could use them. ``TRITON_INTERPRET=1`` (Triton's CPU interpreter, used by the test
+suite) lets the Triton kernels run on CPU tensors.
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from marginloss import _torch_backend
+from marginloss import _native, _torch_backend
 
-Backend = Literal["auto", "torch", "triton"]
-BACKENDS: tuple[str, ...] = ("auto", "torch", "triton")
+Backend = Literal["auto", "torch", "triton", "native"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "triton", "native")
 
 _KERNEL_MODULES = {
     "soft_margin_loss": "marginloss.kernels.soft_margin",
@@ -36,7 +42,7 @@ _KERNEL_MODULES = {
 
 
 class BackendUnavailableError(RuntimeError):
-    """``backend="triton"`` was requested for a call the Triton kernels cannot run."""
+    """``backend="triton"`` or ``"native"`` was requested for a call its kernels cannot run."""
 
 
 def _triton_status(input: Tensor, explicit: bool) -> str | None:
@@ -65,17 +71,28 @@ def _triton_missing() -> str | None:
     return None
 
 
-def select_backend(requested: str, input: Tensor) -> tuple[str, str]:
-    """Return ``(backend, reason)``: the backend a call on ``input`` runs, and why.
+def select_backend(requested: str, input: Tensor, loss: str | None = None,
+                   target: Tensor | None = None, weight: Tensor | None = None) -> tuple[str, str]:
+    """Return ``(backend, reason)``: the backend a call of ``loss`` on ``input`` (with
+    ``target`` and ``weight`` as the backend will receive them) runs, and why. Without
+    ``loss`` the native kernels are not considered.
 
     Raises:
-        ValueError: ``requested`` is not one of ``"auto"``, ``"torch"``, ``"triton"``.
-        BackendUnavailableError: ``requested == "triton"`` and the kernels cannot run.
+        ValueError: ``requested`` is not one of :data:`BACKENDS`.
+        BackendUnavailableError: ``requested`` is ``"triton"`` or ``"native"`` and those
+            kernels cannot run this call.
     """
     if requested not in BACKENDS:
-        raise ValueError(f"backend must be one of 'auto', 'torch' or 'triton', got {requested!r}.")
+        raise ValueError(
+            f"backend must be one of 'auto', 'torch', 'triton' or 'native', got {requested!r}."
+        )
     if requested == "torch":
         return "torch", "backend='torch' was requested"
+    if requested == "native":
+        problem = _native.unsupported(loss or "this loss", input, target, weight)
+        if problem is not None:
+            raise BackendUnavailableError(f"backend='native' cannot run this call: {problem}.")
+        return "native", "backend='native' was requested"
     problem = _triton_status(input, explicit=requested == "triton")
     if requested == "triton":
         if problem is not None:
@@ -83,18 +100,31 @@ def select_backend(requested: str, input: Tensor) -> tuple[str, str]:
         return "triton", "backend='triton' was requested"
     if problem is None:
         return "triton", f"{input.device.type} tensor, {input.dtype}, triton available"
+    if input.device.type == "cpu" and loss in _native.LOSSES:
+        native_problem = _native.unsupported(loss, input, target, weight)
+        if native_problem is None:
+            return "native", f"cpu tensor, {input.dtype}, native kernels built"
+        return "torch", native_problem
     return "torch", problem
 
 
-def get_compute(loss: str, backend: str):
+def get_compute(loss: str, backend: str, validate: bool = True):
     """The ``compute(input, target, weight, *options, need_grad)`` function of ``loss``.
 
-    Both backends share this contract (see :mod:`marginloss._torch_backend`); the Triton
-    launchers take their arguments in their own order, adapted here.
+    All backends share this contract (see :mod:`marginloss._torch_backend`); the Triton
+    launchers take their arguments in their own order, adapted here. The native kernels check
+    the labels in their own pass, so they are told whether to (``validate``).
     """
     if backend == "triton":
         return _triton_compute(loss)
+    if backend == "native":
+        return _native_compute(loss, validate)
     return getattr(_torch_backend, loss)
+
+
+@functools.cache
+def _native_compute(loss: str, validate: bool):
+    return functools.partial(getattr(_native, loss), validate=validate)
 
 
 @functools.cache

@@ -151,7 +151,14 @@ def soft_margin(input: Tensor, target: Tensor, validate: bool) -> None:
             f"{_shape(input)}; `target` must have the input's shape (one ±1 label per score) "
             f"or broadcast to it."
         )
-    if not validate or target.numel() == 0:
+    if validate:
+        soft_margin_labels(target)
+
+
+def soft_margin_labels(target: Tensor) -> None:
+    """``target`` holds only -1 and +1 (else :class:`LabelError`, with the likely fix)."""
+    fn = "soft_margin_loss"
+    if target.numel() == 0:
         return
     if target.dtype != torch.bool:  # a bool target is a {0, 1} mask by construction
         lo, hi = _read_back(*_abs_range(target))
@@ -204,7 +211,14 @@ def multilabel_soft_margin(input: Tensor, target: Tensor, weight: Tensor | None,
                 f"{fn}: `weight` of shape {_shape(weight)} cannot broadcast to `input` of shape "
                 f"{_shape(input)}; pass a per-class weight of shape ({input.shape[-1]},)."
             )
-    if not validate or target.numel() == 0:
+    if validate:
+        multilabel_soft_margin_labels(target)
+
+
+def multilabel_soft_margin_labels(target: Tensor) -> None:
+    """``target`` lies in [0, 1] (else :class:`LabelError`, with the likely fix)."""
+    fn = "multilabel_soft_margin_loss"
+    if target.numel() == 0:
         return
     lo, hi = _read_back(*torch.aminmax(target if target.dtype != torch.bool
                                        else target.to(torch.uint8)))

@@ -290,6 +290,10 @@ def _info(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"triton      {_version_of('triton')}")
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("            TRITON_INTERPRET=1 (Triton's CPU interpreter is on)")
+    from marginloss import _native
+
+    problem = _native.unavailable()  # builds the native kernels if they are not cached yet
+    print(f"native      {'built, in ' + str(_native.cache_dir()) if problem is None else problem}")
     demo_deps = ", ".join(f"{m} {'yes' if importlib.util.find_spec(m) else 'no'}"
                           for m in ("sklearn", "river", "matplotlib"))
     print(f"demo deps   {demo_deps}")
@@ -315,8 +319,9 @@ def _info(args: argparse.Namespace, extra: list[str]) -> int:
         for dtype in (torch.float32, torch.bfloat16, torch.float64) if dev == "cuda" else \
                 (torch.float32,):
             example = torch.empty(2, 3, device=dev, dtype=dtype)
-            name, reason = select_backend("auto", example)
             for loss in losses:
+                target = torch.zeros_like(example) if "soft" in loss else None
+                name, reason = select_backend("auto", example, loss, target)
                 print(f"  {loss:<28} {dev:<4} {str(dtype).replace('torch.', ''):<8} -> "
                       f"{name}: {reason}")
     return 0

@@ -12,8 +12,12 @@ Two keyword-only options come after torch's parameters:
   one host synchronisation) and raise :class:`marginloss.LabelError` with the fix. Shape and
   dtype checks always run. ``validate=False`` skips the value checks (hot loops, CUDA graphs);
   out-of-range class indices then give undefined results.
-* ``backend="auto"``: ``"auto"`` (Triton kernels for CUDA tensors when available, else torch
-  ops), ``"torch"`` or ``"triton"`` (error, with the reason, when the kernels cannot run).
+  On the CPU, the two logistic losses' native kernels check the labels inside their single
+  pass and raise the same error after it.
+* ``backend="auto"``: ``"auto"`` (Triton kernels for CUDA tensors when available; on the CPU,
+  native C kernels for the two logistic losses in float32 when a C compiler can build them;
+  else torch ops), ``"torch"``, ``"triton"`` or ``"native"`` (the last two raise an error
+  saying why when their kernels cannot run).
 
 Label conventions, at a glance:
 
@@ -38,8 +42,9 @@ from marginloss._autograd import (
     MultiLabelSoftMarginLossFunction,
     MultiMarginLossFunction,
     SoftMarginLossFunction,
+    run,
 )
-from marginloss._dispatch import get_compute, select_backend
+from marginloss._dispatch import BACKENDS, get_compute, select_backend
 from marginloss._torch_backend import acc_dtype
 
 __all__ = [
@@ -60,9 +65,9 @@ def _as_rows(input: Tensor) -> Tensor:
 def _check_options(validate: bool, backend: str, fn: str) -> None:
     if not isinstance(validate, bool):
         raise TypeError(f"{fn}: `validate` must be True or False, got {validate!r}.")
-    if backend not in ("auto", "torch", "triton"):
+    if backend not in BACKENDS:
         raise ValueError(
-            f"{fn}: `backend` must be 'auto', 'torch' or 'triton', got {backend!r}."
+            f"{fn}: `backend` must be 'auto', 'torch', 'triton' or 'native', got {backend!r}."
         )
 
 
@@ -103,7 +108,8 @@ def soft_margin_loss(
         reduce: Deprecated (see ``reduction``); overrides it when not None.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         validate: Check that ``target`` holds only ±1. Keyword-only. Default: ``True``.
-        backend: ``"auto"`` | ``"torch"`` | ``"triton"``. Keyword-only. Default: ``"auto"``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"``. Keyword-only.
+            Default: ``"auto"``.
 
     Shape:
         - input: :math:`(*)`, any number of dimensions.
@@ -129,12 +135,13 @@ def soft_margin_loss(
     fn = "soft_margin_loss"
     reduction = _reduction.resolve(size_average, reduce, reduction, fn)
     _check_options(validate, backend, fn)
-    _validation.soft_margin(input, target, validate)
-    name, _ = select_backend(backend, input)
+    _validation.soft_margin(input, target, validate=False)  # shapes and dtypes
+    name, _ = select_backend(backend, input, fn, target)
+    if validate and name != "native":  # the native kernel checks the labels in its own pass
+        _validation.soft_margin_labels(target)
     go_shape = tuple(input.shape) if reduction == "none" else ()
-    return SoftMarginLossFunction.apply(
-        get_compute(fn, name), go_shape, input, target, None, reduction, input.dtype
-    )
+    return run(SoftMarginLossFunction, get_compute(fn, name, validate), go_shape, input, target,
+               None, reduction, input.dtype)
 
 
 def multilabel_soft_margin_loss(
@@ -177,7 +184,8 @@ def multilabel_soft_margin_loss(
         reduce: Deprecated (see ``reduction``); overrides it when not None.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         validate: Check that ``target`` lies in [0, 1]. Keyword-only. Default: ``True``.
-        backend: ``"auto"`` | ``"torch"`` | ``"triton"``. Keyword-only. Default: ``"auto"``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"``. Keyword-only.
+            Default: ``"auto"``.
 
     Shape:
         - input: :math:`(N, C)` or :math:`(C)`; more generally :math:`(*, C)`.
@@ -198,7 +206,7 @@ def multilabel_soft_margin_loss(
     fn = "multilabel_soft_margin_loss"
     reduction = _reduction.resolve(size_average, reduce, reduction, fn)
     _check_options(validate, backend, fn)
-    _validation.multilabel_soft_margin(input, target, weight, validate)
+    _validation.multilabel_soft_margin(input, target, weight, validate=False)  # shapes, dtypes
     out_dtype = torch.result_type(input, target)
     if weight is not None:
         out_dtype = torch.result_type(torch.empty(1, dtype=out_dtype), weight)
@@ -212,11 +220,15 @@ def multilabel_soft_margin_loss(
     t = target if target.is_floating_point() else target.to(acc)
     t = t.expand(input.shape).reshape(-1, n_classes)
     w = None if weight is None else weight.to(acc).expand(input.shape).reshape(-1, n_classes)
-    name, _ = select_backend(backend, x)
+    name, _ = select_backend(backend, x, fn, t, w)
+    # the native kernel checks the labels in its own pass, unless they were converted (the
+    # error message then describes the caller's target, integer hints included)
+    fused = name == "native" and t.dtype == target.dtype
+    if validate and not fused:
+        _validation.multilabel_soft_margin_labels(target)
     go_shape = (x.shape[0], 1) if reduction == "none" else ()
-    loss = MultiLabelSoftMarginLossFunction.apply(
-        get_compute(fn, name), go_shape, x, t, w, reduction, out_dtype
-    )
+    loss = run(MultiLabelSoftMarginLossFunction, get_compute(fn, name, validate and fused),
+               go_shape, x, t, w, reduction, out_dtype)
     return loss.reshape(input.shape[:-1]) if reduction == "none" else loss
 
 
@@ -261,7 +273,8 @@ def multi_margin_loss(
         reduce: Deprecated (see ``reduction``); overrides it when not None.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         validate: Check that every index lies in ``[0, C)``. Keyword-only. Default: ``True``.
-        backend: ``"auto"`` | ``"torch"`` | ``"triton"``. Keyword-only. Default: ``"auto"``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"``. Keyword-only.
+            Default: ``"auto"``.
 
     Shape:
         - input: :math:`(N, C)` or :math:`(C)`.
@@ -285,11 +298,11 @@ def multi_margin_loss(
     _validation.multi_margin(input, target, p, weight, validate)
     margin = float(margin)
     x = _as_rows(input)
-    name, _ = select_backend(backend, x)
+    name, _ = select_backend(backend, x, fn)
     go_shape = (x.shape[0], 1) if reduction == "none" else ()
-    loss = MultiMarginLossFunction.apply(
-        get_compute(fn, name), go_shape, x, target.reshape(-1), weight, int(p), margin,
-        reduction, input.dtype,
+    loss = run(
+        MultiMarginLossFunction, get_compute(fn, name), go_shape, x, target.reshape(-1), weight,
+        int(p), margin, reduction, input.dtype,
     )
     if reduction == "none" and target.dim() == 0:
         return loss.reshape(())
@@ -336,7 +349,8 @@ def multilabel_margin_loss(
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         validate: Check every entry lies in ``[-1, C)`` and that ``target`` is not a 0/1 mask.
             Keyword-only. Default: ``True``.
-        backend: ``"auto"`` | ``"torch"`` | ``"triton"``. Keyword-only. Default: ``"auto"``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"``. Keyword-only.
+            Default: ``"auto"``.
 
     Shape:
         - input: :math:`(N, C)` or :math:`(C)`.
@@ -360,11 +374,10 @@ def multilabel_margin_loss(
     _validation.multilabel_margin(input, target, validate)
     x = _as_rows(input)
     t = target.reshape(x.shape)
-    name, _ = select_backend(backend, x)
+    name, _ = select_backend(backend, x, fn)
     go_shape = (x.shape[0], 1) if reduction == "none" else ()
-    loss = MultiLabelMarginLossFunction.apply(
-        get_compute(fn, name), go_shape, x, t, None, reduction, input.dtype
-    )
+    loss = run(MultiLabelMarginLossFunction, get_compute(fn, name), go_shape, x, t, None,
+               reduction, input.dtype)
     if reduction == "none" and target.dim() <= 1:
         return loss.reshape(())
     return loss

@@ -51,7 +51,8 @@ class SoftMarginLoss(_Loss):
         reduce: Deprecated; mapped to ``reduction`` at construction, as torch does.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         validate: Check target values (keyword-only). Default: ``True``.
-        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (keyword-only). Default: ``"auto"``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"`` (keyword-only).
+            Default: ``"auto"``.
 
     Examples:
         >>> loss_fn = SoftMarginLoss()
@@ -77,7 +78,8 @@ class MultiLabelSoftMarginLoss(_Loss):
         reduce: Deprecated; mapped to ``reduction`` at construction, as torch does.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         validate: Check target values (keyword-only). Default: ``True``.
-        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (keyword-only). Default: ``"auto"``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"`` (keyword-only).
+            Default: ``"auto"``.
 
     Examples:
         >>> loss_fn = MultiLabelSoftMarginLoss(weight=torch.tensor([1.0, 1.0, 1.0]))
@@ -115,7 +117,8 @@ class MultiMarginLoss(_Loss):
         reduce: Deprecated; mapped to ``reduction`` at construction, as torch does.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         validate: Check target values (keyword-only). Default: ``True``.
-        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (keyword-only). Default: ``"auto"``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"`` (keyword-only).
+            Default: ``"auto"``.
 
     Examples:
         >>> loss_fn = MultiMarginLoss()
@@ -165,7 +168,8 @@ class MultiLabelMarginLoss(_Loss):
         reduce: Deprecated; mapped to ``reduction`` at construction, as torch does.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         validate: Check target values (keyword-only). Default: ``True``.
-        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` (keyword-only). Default: ``"auto"``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"`` (keyword-only).
+            Default: ``"auto"``.
 
     Examples:
         >>> loss_fn = MultiLabelMarginLoss()
