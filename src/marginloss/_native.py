@@ -53,8 +53,10 @@ from marginloss._torch_backend import reduce_rows
 LOSSES = ("soft_margin_loss", "multilabel_soft_margin_loss")
 
 _SOURCE = "csrc/logistic.c"
-_FLAGS = ("-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
-          "-Wno-unknown-pragmas")
+# -fno-trapping-math lets the branch-free selects vectorise; -ffp-contract=fast allows fused
+# multiply-adds, which ISO mode (-std=c99) would otherwise forbid (about 25% of the time here)
+_FLAGS = ("-O3", "-std=c99", "-ffp-contract=fast", "-fPIC", "-shared", "-fno-math-errno",
+          "-fno-trapping-math", "-Wno-unknown-pragmas")
 # tried in order until one builds and loads: the first is the fast one
 _VARIANTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native",), ())
 _MIN_PER_THREAD = 1 << 14  # elements: below this, one thread does the whole call
