@@ -66,7 +66,7 @@ def test_multilabel_soft_margin_native_matches_torch(N, C, reduction, weight):
 
 @needs_native
 def test_elementwise_accuracy_over_the_whole_range():
-    """Loss and gradient within a few float32 ulps of float64 math, from -1e4 to 1e4 (tiny
+    """Loss and gradient within 5 float32 ulps (2^-23 each) of float64 math, from -1e4 to 1e4 (tiny
     tails, denormal results and the kinks of the range reduction included)."""
     m = torch.cat([torch.linspace(-110, 110, 200_001), torch.tensor([-1e4, -1e3, 1e3, 1e4]),
                    torch.logspace(-8, 0, 1000), -torch.logspace(-8, 0, 1000)])
@@ -79,18 +79,18 @@ def test_elementwise_accuracy_over_the_whole_range():
     tiny = torch.finfo(torch.float32).tiny
     normal = ref_loss > tiny  # below the normal range only absolute accuracy is meaningful
     rel = ((loss.double() - ref_loss).abs() / ref_loss)[normal]
-    assert rel.max() < 4e-7, float(rel.max())
+    assert rel.max() < 6e-7, float(rel.max())
     assert (loss.double() - ref_loss).abs()[~normal].max() < 2 * tiny
     normal_g = ref_grad.abs() > tiny
     rel_g = ((x.grad.double() - ref_grad).abs() / ref_grad.abs())[normal_g]
-    assert rel_g.max() < 4e-7, float(rel_g.max())
+    assert rel_g.max() < 6e-7, float(rel_g.max())
     # multilabel soft margin: the same pieces with sigmoid(x) - y
     xs = m.reshape(1, -1).clone().requires_grad_()
     t = torch.zeros_like(xs)
     F.multilabel_soft_margin_loss(xs, t, reduction="sum", backend="native").backward()
     ref = torch.sigmoid(md) / m.numel()
     ok = ref > tiny
-    assert ((xs.grad[0].double() - ref).abs() / ref)[ok].max() < 4e-7
+    assert ((xs.grad[0].double() - ref).abs() / ref)[ok].max() < 6e-7
 
 
 @needs_native
