@@ -66,8 +66,8 @@ def test_multilabel_soft_margin_native_matches_torch(N, C, reduction, weight):
 
 @needs_native
 def test_elementwise_accuracy_over_the_whole_range():
-    """Loss and gradient within 5 float32 ulps (2^-23 each) of float64 math, from -1e4 to 1e4 (tiny
-    tails, denormal results and the kinks of the range reduction included)."""
+    """Loss and gradient within 5 float32 ulps (2^-23 each) of float64 math, from -1e4 to 1e4
+    (tiny tails, denormal results and the kinks of the range reduction included)."""
     m = torch.cat([torch.linspace(-110, 110, 200_001), torch.tensor([-1e4, -1e3, 1e3, 1e4]),
                    torch.logspace(-8, 0, 1000), -torch.logspace(-8, 0, 1000)])
     y = torch.ones_like(m)
