@@ -75,9 +75,10 @@ def cache_dir() -> Path:
 
 
 def _compiler() -> str | None:
-    if os.environ.get("CC"):
-        return shutil.which(os.environ["CC"].split()[0]) and os.environ["CC"].split()[0]
-    return next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+    """Path of the C compiler: ``$CC`` (its first word), else the first of cc, gcc, clang."""
+    names = [os.environ["CC"].split()[0]] if os.environ.get("CC", "").strip() else \
+        ["cc", "gcc", "clang"]
+    return next((path for name in names if (path := shutil.which(name))), None)
 
 
 def _cpu_id() -> str:

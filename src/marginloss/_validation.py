@@ -141,7 +141,8 @@ def _read_back(*scalars: Tensor) -> list[float]:
 # per-loss checks
 
 
-def soft_margin(input: Tensor, target: Tensor, validate: bool) -> None:
+def soft_margin(input: Tensor, target: Tensor) -> None:
+    """Shapes and dtypes; the label values are :func:`soft_margin_labels`'s."""
     fn = "soft_margin_loss"
     check_input(fn, input)
     check_target_tensor(fn, target, input)
@@ -151,8 +152,6 @@ def soft_margin(input: Tensor, target: Tensor, validate: bool) -> None:
             f"{_shape(input)}; `target` must have the input's shape (one ±1 label per score) "
             f"or broadcast to it."
         )
-    if validate:
-        soft_margin_labels(target)
 
 
 def soft_margin_labels(target: Tensor) -> None:
@@ -187,8 +186,8 @@ def soft_margin_labels(target: Tensor) -> None:
     )
 
 
-def multilabel_soft_margin(input: Tensor, target: Tensor, weight: Tensor | None,
-                           validate: bool) -> None:
+def multilabel_soft_margin(input: Tensor, target: Tensor, weight: Tensor | None) -> None:
+    """Shapes and dtypes; the label values are :func:`multilabel_soft_margin_labels`'s."""
     fn = "multilabel_soft_margin_loss"
     check_input(fn, input)
     check_target_tensor(fn, target, input)
@@ -211,8 +210,6 @@ def multilabel_soft_margin(input: Tensor, target: Tensor, weight: Tensor | None,
                 f"{fn}: `weight` of shape {_shape(weight)} cannot broadcast to `input` of shape "
                 f"{_shape(input)}; pass a per-class weight of shape ({input.shape[-1]},)."
             )
-    if validate:
-        multilabel_soft_margin_labels(target)
 
 
 def multilabel_soft_margin_labels(target: Tensor) -> None:

@@ -135,7 +135,7 @@ def soft_margin_loss(
     fn = "soft_margin_loss"
     reduction = _reduction.resolve(size_average, reduce, reduction, fn)
     _check_options(validate, backend, fn)
-    _validation.soft_margin(input, target, validate=False)  # shapes and dtypes
+    _validation.soft_margin(input, target)  # shapes and dtypes
     name, _ = select_backend(backend, input, fn, target)
     if validate and name != "native":  # the native kernel checks the labels in its own pass
         _validation.soft_margin_labels(target)
@@ -206,7 +206,7 @@ def multilabel_soft_margin_loss(
     fn = "multilabel_soft_margin_loss"
     reduction = _reduction.resolve(size_average, reduce, reduction, fn)
     _check_options(validate, backend, fn)
-    _validation.multilabel_soft_margin(input, target, weight, validate=False)  # shapes, dtypes
+    _validation.multilabel_soft_margin(input, target, weight)  # shapes and dtypes
     out_dtype = torch.result_type(input, target)
     if weight is not None:
         out_dtype = torch.result_type(torch.empty(1, dtype=out_dtype), weight)
