@@ -1,0 +1,210 @@
+r"""``multilabel_soft_margin_loss``: per-class logistic loss on a 0/1 mask, averaged over classes.
+
+For row :math:`n` of :math:`C` classes, scores :math:`x`, mask :math:`y \in [0, 1]` and weight
+:math:`w`,
+
+.. math::
+    \ell_n = \frac{1}{C} \sum_c w_{nc} \bigl(\operatorname{softplus}(x_{nc}) - y_{nc} x_{nc}
+    \bigr), \qquad
+    \frac{\partial \ell_n}{\partial x_{nc}} = \frac{w_{nc}}{C}\bigl(\sigma(x_{nc}) - y_{nc}\bigr),
+
+which equals torch's :math:`-[y \log\sigma(x) + (1-y)\log\sigma(-x)]`, with
+:math:`\operatorname{softplus}(x) = \max(x, 0) + \log(1 + e^{-|x|})` (stable for any score).
+
+Canonical call: ``input`` ``(N, C)`` (leading dimensions flattened; computed in the dtype torch
+promotes ``input``, ``target`` and ``weight`` to), ``target`` ``(N, C)`` (possibly a stride-0
+broadcast view; integer and bool masks arrive as they are), ``weight`` a per-class ``(C,)``
+vector when it broadcasts as one, else a full ``(N, C)`` tensor. An empty class dimension gives
+nan (0 / 0), as torch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from marginloss import _checks
+from marginloss.backends._common import acc_dtype, grad_scale, reduce_rows
+from marginloss.errors import LabelError, ShapeError
+from marginloss.losses import _logistic
+from marginloss.losses._spec import KERNELS, Call, LossSpec, Result
+
+NAME = "multilabel_soft_margin_loss"
+
+
+def out_dtype(call: Call) -> torch.dtype:
+    """The dtype torch promotes ``input``, ``target`` and ``weight`` to (the input's float)."""
+    dtype = _checks.promote_float(call.input.dtype, call.target.dtype)
+    if call.weight is not None:
+        dtype = _checks.promote_float(dtype, call.weight.dtype)
+    return dtype
+
+
+def prepare(inputs: tuple[Tensor, ...], target: Tensor, weight: Tensor | None, options: tuple):
+    """Shapes and dtypes; the canonical ``(N, C)`` views."""
+    (input,) = inputs
+    _checks.check_input(NAME, input)
+    _checks.check_target_tensor(NAME, target, input)
+    if input.dim() == 0:
+        raise ShapeError(
+            f"{NAME}: `input` must have shape (C,) or (N, C) (classes on the last dimension), "
+            f"got a 0-d tensor."
+        )
+    n_classes = input.shape[-1]
+    if not _checks.broadcasts_to(target.shape, input.shape):
+        raise ShapeError(
+            f"{NAME}: `target` of shape {_checks.shape_str(target)} does not fit `input` of "
+            f"shape {_checks.shape_str(input)}; `target` must be a 0/1 (multi-hot) mask with the "
+            f"input's shape. If it holds class indices, convert with "
+            f"`marginloss.labels.indices_to_multi_hot(target, num_classes={n_classes})`."
+        )
+    if weight is not None:
+        _checks.check_weight_tensor(NAME, weight, input)
+        if not _checks.broadcasts_to(weight.shape, input.shape):
+            raise ShapeError(
+                f"{NAME}: `weight` of shape {_checks.shape_str(weight)} cannot broadcast to "
+                f"`input` of shape {_checks.shape_str(input)}; pass a per-class weight of shape "
+                f"({n_classes},)."
+            )
+    # torch computes in the dtype it promotes the three to (a 0-d target or weight does not
+    # widen it): bring the canonical tensors there, so that promoting them gives the same
+    dtype = _checks.result_float(input, target)
+    if weight is not None and weight.dim() > 0:
+        dtype = _checks.promote_float(dtype, weight.dtype)
+    if dtype == torch.float64 and input.dtype != dtype:
+        input = input.to(dtype)
+    if target.is_floating_point() and target.dtype != dtype:
+        target = target.to(dtype)
+    x = _checks.as_rows(input)
+    if target.shape != input.shape:
+        target = target.expand(input.shape)
+    t = target if target.dim() == 2 else target.reshape(x.shape)
+    if weight is not None:
+        if weight.is_floating_point() and weight.dtype != dtype:
+            weight = weight.to(dtype)
+        if weight.numel() == (weight.shape[-1] if weight.dim() else 1):  # one per class
+            weight = weight.reshape(-1).expand(n_classes).contiguous()
+        else:
+            weight = weight.expand(input.shape).reshape(x.shape)
+    return (x,), t, weight, (), tuple(input.shape[:-1])
+
+
+def check_labels(call: Call) -> None:
+    """``target`` lies in [0, 1] (else :class:`LabelError`, with the likely fix)."""
+    target = _checks.compact(call.target)
+    if target.numel() == 0:
+        return
+    lo, hi = _checks.read_back(*torch.aminmax(target if target.dtype != torch.bool
+                                              else target.to(torch.uint8)))
+    if 0 <= lo and hi <= 1:
+        return
+    seen = _checks.values_preview(target)
+    if lo == -1 and set(torch.unique(target).tolist()) <= {-1, 0, 1} and hi == 1:
+        fix = (
+            "It looks like ±1 labels; this loss takes a 0/1 multi-hot mask. Convert with "
+            "`marginloss.labels.to_01(target)` (that is, `(target + 1) / 2`)."
+        )
+    elif lo == -1 and not target.is_floating_point():
+        fix = (
+            "It looks like -1-padded class-index lists (the multilabel_margin_loss convention). "
+            "Convert with `marginloss.labels.padded_to_multi_hot(target)`, or use "
+            "`multilabel_margin_loss`."
+        )
+    elif lo != lo or hi != hi:
+        fix = "Remove the NaN labels."
+    elif hi > 1 and not target.is_floating_point() and lo >= 0:
+        fix = (
+            "It looks like class indices; convert them with "
+            "`marginloss.labels.indices_to_multi_hot(target, num_classes=C)`."
+        )
+    else:
+        fix = "Labels must be probabilities (0 = absent, 1 = present; soft labels in between)."
+    raise LabelError(
+        f"{NAME}: `target` must be a multi-hot mask with values in [0, 1], but it holds {seen}. "
+        f"{fix} Pass validate=False to skip this check."
+    )
+
+
+def torch_compute(call: Call) -> Result:
+    r"""The loss and gradient in blocks of lean torch ops.
+
+    An unweighted reduced loss needs only the total: :math:`\sum (\max(x, 0) - y x)` (summed
+    per element, where it is exact; the two sums apart would cancel catastrophically) plus the
+    tails' sum from :func:`~marginloss.losses._logistic.sum_log1p`.
+    """
+    input, target, weight, reduction = call.input, call.target, call.weight, call.reduction
+    acc = acc_dtype(input.dtype)
+    n_rows, n_cols = input.shape
+    dev = input.device
+    out = out_dtype(call)
+    grad = torch.empty_like(input) if call.need_grad[0] else None
+    if n_cols == 0:  # 0 / 0, as torch
+        rows = torch.full((n_rows,), float("nan"), dtype=acc, device=dev)
+        return Result(reduce_rows(rows, reduction, out), (grad,))
+    scale = grad_scale(SPEC, call) / n_cols
+    if weight is not None:
+        weight = weight.to(acc)
+        if weight.dim() == 1:
+            weight = weight.expand(n_rows, n_cols)
+    by_row = reduction == "none" or weight is not None
+    rows = torch.empty(n_rows, dtype=acc, device=dev) if by_row else None
+    total = torch.zeros((), dtype=torch.float64, device=dev)
+    width = min(_logistic.BLOCK // n_cols, n_rows) if n_cols <= _logistic.BLOCK else 1
+    a, q, t = (torch.empty(max(width, 1), n_cols, dtype=acc, device=dev) for _ in range(3))
+    u64 = _logistic.product_scratch(input, a.numel(), not by_row)
+    for s, e in _logistic.blocks(n_rows, n_cols):
+        xs, ys = input[s:e], target[s:e]
+        if xs.dtype != acc:  # float16/bfloat16: widen the block once
+            xs = xs.to(acc)
+        if ys.dtype != acc:
+            ys = ys.to(acc)
+        ab, qb, tb = a[: e - s], q[: e - s], t[: e - s]
+        if grad is not None:
+            torch.sigmoid(xs, out=qb)  # sigma(x)
+            gs = grad[s:e]
+            if weight is None and gs.dtype == acc:
+                torch.sub(qb, ys, out=gs).mul_(scale)  # (sigma(x) - y) / C
+            else:
+                torch.sub(qb, ys, out=ab)
+                if weight is not None:
+                    ab.mul_(weight[s:e])
+                torch.mul(ab, scale, out=gs)
+        _logistic.neg_tail(xs, tb)  # -sigma(-|x|)
+        torch.clamp(xs, min=0, out=ab).addcmul_(xs, ys, value=-1)  # max(x, 0) - y x, exact
+        if not by_row:
+            total += ab.sum() - _logistic.sum_log1p(tb, u64)
+            continue
+        ab.sub_(tb.log1p_())  # + log(1 + exp(-|x|))
+        if weight is not None:
+            ab.mul_(weight[s:e])
+        torch.sum(ab, dim=1, out=rows[s:e])
+    if by_row:
+        rows /= n_cols
+        return Result(reduce_rows(rows, reduction, out), (grad,))
+    total = total / n_cols
+    if reduction == "mean":
+        total = total / n_rows if n_rows else total.new_tensor(float("nan"))
+    return Result(total.to(out), (grad,))
+
+
+def sample(n: int, c: int, *, dtype=torch.float32, device="cpu", generator=None):
+    """Scores ``(n, c)`` and a 0/1 mask of the same shape (about half the classes present)."""
+    x = torch.randn(n, c, generator=generator).to(device=device, dtype=dtype)
+    y = torch.randint(0, 2, (n, c), generator=generator).to(device=device, dtype=dtype)
+    return (x,), y, {}
+
+
+SPEC = LossSpec(
+    name=NAME,
+    module="MultiLabelSoftMarginLoss",
+    convention="float (N, C), a 0/1 multi-hot mask (soft labels in [0, 1] allowed)",
+    weighted=True,
+    backends=KERNELS,
+    fused_label_check=("native",),  # the C kernels count bad labels in their pass
+    full_weight=True,
+    prepare=prepare,
+    check_labels=check_labels,
+    torch_compute=torch_compute,
+    sample=sample,
+    out_dtype=out_dtype,
+)
