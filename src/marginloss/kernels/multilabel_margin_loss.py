@@ -1,4 +1,4 @@
-r"""Multi-label hinge over -1-padded index lists: ``multilabel_margin_loss``, loss + gradient.
+r"""``multilabel_margin_loss``: the multi-label hinge over -1-padded index lists, loss + gradient.
 
 Row :math:`n` lists its target classes :math:`t_1, \dots, t_K` left to right up to the first
 negative entry (duplicates allowed: a class listed twice counts twice in the sum, once in the
@@ -51,9 +51,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch import Tensor
 
-from marginloss._torch_backend import reduce_rows
+from marginloss.backends._common import grad_scale, reduce_rows
+from marginloss.losses._spec import Call, Result
+from marginloss.losses.multilabel_margin_loss import SPEC
 
 BLOCK_K = 16  # target positions per tile
 MAX_BLOCK_C = 256  # classes per chunk (a BLOCK_K x BLOCK_C tile of pairs lives in registers)
@@ -65,6 +66,7 @@ def _list_length(t_row, n_classes, BLOCK_C: tl.constexpr):
     first = tl.zeros([BLOCK_C], tl.int32) + n_classes
     for c0 in range(0, n_classes, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
+        # padding loads 0, not negative: it never ends the list
         t = tl.load(t_row + offs_c, mask=offs_c < n_classes, other=0)
         first = tl.minimum(first, tl.where(t < 0, offs_c, n_classes))
     return tl.min(first, axis=0)
@@ -79,7 +81,7 @@ def _target_classes(t_row, k0, n_list, n_classes, BLOCK_K: tl.constexpr):
     """
     offs_k = k0 + tl.arange(0, BLOCK_K)
     in_list = offs_k < n_list
-    t = tl.load(t_row + offs_k, mask=in_list, other=-1).to(tl.int64)
+    t = tl.load(t_row + offs_k, mask=in_list, other=-1).to(tl.int64)  # -1: not a class
     usable = in_list & (t >= 0) & (t < n_classes)
     return offs_k, tl.where(usable, t, -1), usable
 
@@ -88,7 +90,7 @@ def _target_classes(t_row, k0, n_list, n_classes, BLOCK_K: tl.constexpr):
 def _target_tile(t_row, x_row, k0, n_list, n_classes, BLOCK_K: tl.constexpr):
     """:func:`_target_classes` plus the scores ``S_j`` of those classes (0 where unusable)."""
     offs_k, t, usable = _target_classes(t_row, k0, n_list, n_classes, BLOCK_K)
-    s = tl.load(x_row + t, mask=usable, other=0.0).to(tl.float32)
+    s = tl.load(x_row + t, mask=usable, other=0.0).to(tl.float32)  # masked by usable later
     return offs_k, t, usable, s
 
 
@@ -120,12 +122,12 @@ def _store_target_grads(t_row, g_row, k0, d, n_list, n_classes, grad_scale,
 
 
 @triton.jit
-def _multilabel_margin_fwd_bwd_kernel(
+def _multilabel_margin_loss_kernel(
     # pointers
     x_ptr,  # (N, C) scores, fp16 / bf16 / fp32, unit class stride
     target_ptr,  # (N, C) class indices padded with -1, int32 / int64, unit class stride
     row_loss_ptr,  # (N,) float32 per-row loss
-    grad_ptr,  # (N, C) d loss / d x in x's dtype, contiguous (NEED_GRAD only)
+    grad_x_ptr,  # (N, C) d loss / d x in x's dtype, contiguous (NEED_GRAD; else None)
     # strides
     stride_xn,
     stride_tn,
@@ -141,7 +143,8 @@ def _multilabel_margin_fwd_bwd_kernel(
     row = tl.program_id(0).to(tl.int64)  # int64: row * stride may exceed 2^31
     x_row = x_ptr + row * stride_xn
     t_row = target_ptr + row * stride_tn
-    g_row = grad_ptr + row * n_classes
+    if NEED_GRAD:
+        g_row = grad_x_ptr + row * n_classes
 
     # 1. The list is the prefix before the first negative entry.
     n_list = _list_length(t_row, n_classes, BLOCK_C)
@@ -153,6 +156,7 @@ def _multilabel_margin_fwd_bwd_kernel(
     for c0 in range(0, n_classes, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
         mask_c = offs_c < n_classes
+        # padding classes are not non-targets: left out of every sum below
         x = tl.load(x_row + offs_c, mask=mask_c, other=0.0).to(tl.float32)
         non_target = mask_c & ~_is_target(t_row, offs_c, n_list, n_classes, BLOCK_K,
                                           BLOCK_C)
@@ -174,7 +178,7 @@ def _multilabel_margin_fwd_bwd_kernel(
         hinge_sum += tl.where(non_target, hinge, 0.0)
         if NEED_GRAD:
             g = count * grad_scale
-            tl.store(g_row + offs_c, g.to(grad_ptr.dtype.element_ty), mask=non_target)
+            tl.store(g_row + offs_c, g.to(grad_x_ptr.dtype.element_ty), mask=non_target)
 
     tl.store(row_loss_ptr + row, tl.sum(hinge_sum, axis=0) / n_classes)
 
@@ -197,26 +201,30 @@ def _multilabel_margin_fwd_bwd_kernel(
                                 BLOCK_K)
 
 
-def multilabel_margin_loss(input: Tensor, target: Tensor, reduction: str, need_grad: bool,
-                           out_dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
-    """Launch :func:`_multilabel_margin_fwd_bwd_kernel`; same contract as the torch backend's.
+def launch(call: Call) -> Result:
+    """The loss and gradient of ``call`` (the contract of ``SPEC.torch_compute``).
 
-    ``input`` and ``target`` are ``(N, C)``; ``target`` holds int32 / int64 class indices,
-    each row's list ending at its first negative entry.
+    ``call.input`` and ``call.target`` are ``(N, C)``; the target holds int32 / int64 class
+    indices, each row's list ending at its first negative entry. Traceable: shapes decide
+    everything.
     """
+    input, target = call.input, call.target
+    need_grad = call.need_grad[0]
     n_rows, n_classes = input.shape
     dev = input.device
+    # (1) the layout the kernel reads: unit class stride
     x = input if input.stride(1) == 1 else input.contiguous()
     t = target if target.stride(1) == 1 else target.contiguous()
+    # (2) allocate
     grad = torch.empty((n_rows, n_classes), dtype=input.dtype, device=dev) if need_grad else None
     rows = torch.empty(n_rows, dtype=torch.float32, device=dev)
+    # (3) launch
     if n_rows and n_classes:
-        scale = (1.0 / n_rows if reduction == "mean" else 1.0) / n_classes
         block_c = min(triton.next_power_of_2(n_classes), MAX_BLOCK_C)
-        _multilabel_margin_fwd_bwd_kernel[(n_rows,)](
-            x, t, rows, grad if need_grad else x,
+        torch.library.wrap_triton(_multilabel_margin_loss_kernel)[(n_rows,)](
+            x, t, rows, grad,
             x.stride(0), t.stride(0),
-            n_classes, scale,
+            n_classes, grad_scale(SPEC, call) / n_classes,
             NEED_GRAD=need_grad, BLOCK_K=BLOCK_K, BLOCK_C=block_c, num_warps=4,
         )
-    return reduce_rows(rows, reduction, out_dtype), grad
+    return Result(reduce_rows(rows, call.reduction, SPEC.out_dtype(call)), (grad,))

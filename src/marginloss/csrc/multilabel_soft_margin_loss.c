@@ -1,0 +1,180 @@
+/*
+ * multilabel_soft_margin_loss: per-class logistic losses averaged over the classes, float32.
+ *
+ * Row n of C classes, labels y in [0, 1] (soft labels allowed), optional weight w (one per
+ * class, or one per element):
+ *
+ *   l_n        = (1/C) sum_c w_c (softplus(x_c) - y_c x_c)
+ *              = (1/C) sum_c w_c (max(x_c, 0) - y_c x_c + log(1 + e_c)),   e_c = exp(-|x_c|)
+ *   dl_n/dx_c  = w_c (sigmoid(x_c) - y_c) / C
+ *              = w_c ((1 - y_c) sigmoid(x_c) - y_c sigmoid(-x_c)) / C
+ *
+ * sigmoid(|x|) = 1 / (1 + e), sigmoid(-|x|) = e / (1 + e): stable for every x, and the second
+ * form of the gradient keeps full relative accuracy for hard labels (y = 1, x large: the
+ * gradient -sigmoid(-x) is not lost to 1 - 1). See common.h for the float32 math. "mean"
+ * averages the N row losses.
+ *
+ * Label check, in the same pass: counts labels outside [0, 1] (NaN included).
+ *
+ * Memory traffic: read x, y (and w) once, write the gradient once. Work items spread over the
+ * threads: chunks of at most ML_CHUNK classes of one row (so a single long row uses all of
+ * them), each summed in float64 (float32 over spans of ML_SPAN), a row's chunks then added in
+ * order; rows of at most SHORT classes go in blocks of whole rows, computed as one flat run of
+ * elements (full vectors whatever C is), each row summed in float32 over runs of 8, then
+ * float64. Row losses do not depend on the thread count.
+ */
+#include "common.h"
+
+static const ml_kernel info =
+    ML_KERNEL(1, 0, 0, ML_TARGET_F32, 2, ML_WEIGHT_CLASS | ML_WEIGHT_FULL, 0);
+
+const ml_kernel *ml_multilabel_soft_margin_loss_info(void) { return &info; }
+
+#define SHORT 128   /* rows up to this long are computed in blocks of whole rows */
+#define BLOCK 2048  /* elements per block of short rows */
+
+/* One element: returns w (softplus(x) - y x), writes the gradient (times gs) where asked. */
+ML_INLINE float element(float xi, float yi, float wi, float gs, float *restrict g,
+                        const int want_grad) {
+    float sig_big, ex;
+    float tail = ml_logistic(xi, &sig_big, &ex);
+    /* max(x, 0) - y x, as (1 - y) x or -y x: an infinite score gives torch's value */
+    float l = (xi > 0 ? (1.0f - yi) * xi : -yi * xi) + tail;
+    if (want_grad) {
+        /* sigmoid(x) - y = (1 - y) sigmoid(x) - y sigmoid(-x): no cancellation for y in
+         * {0, 1} (sigmoid(x) - 1 would lose sigmoid(-x) below 2^-24) */
+        float sig_small = ex * sig_big;
+        float sig_pos = xi >= 0 ? sig_big : sig_small; /* sigmoid(x) */
+        float sig_neg = xi >= 0 ? sig_small : sig_big; /* sigmoid(-x) */
+        *g = ((1.0f - yi) * sig_pos - yi * sig_neg) * gs * wi;
+    }
+    return l * wi;
+}
+
+/* Labels outside [0, 1], NaN included. */
+ML_INLINE int32_t bad_label(float y) { return !((y >= 0.0f) & (y <= 1.0f)); }
+
+/* Classes [s, e) of one long row (pointers at the row): writes grad, returns the float64 sum of
+ * the row's terms via *sum, and the bad-label count. */
+ML_INLINE int64_t chunk(const float *restrict x, const float *restrict y,
+                        const float *restrict w, int64_t s, int64_t e, float gs,
+                        float *restrict grad, double *sum, const int want_grad,
+                        const int weighted) {
+    double total = 0.0;
+    int64_t bad = 0;
+    for (int64_t s0 = s; s0 < e; s0 += ML_SPAN) {
+        int64_t s1 = e - s0 < ML_SPAN ? e : s0 + ML_SPAN;
+        float part = 0.0f;
+        int32_t nbad = 0;
+        ML_SIMD_SUM(part, nbad)
+        for (int64_t i = s0; i < s1; i++) {
+            part += element(x[i], y[i], weighted ? w[i] : 1.0f, gs, grad + i, want_grad);
+            nbad += bad_label(y[i]);
+        }
+        total += part;
+        bad += nbad;
+    }
+    *sum = total;
+    return bad;
+}
+
+/* Short rows [r0, r1) of C classes, as one flat run of elements (full vectors whatever C is):
+ * writes grad, each row's float64 sum of terms to v[r], returns the bad-label count. w: the
+ * full weight at row r0, or the class weight repeated row after row. */
+ML_INLINE int64_t block(const float *restrict x, const float *restrict y,
+                        const float *restrict w, int64_t n, int64_t C, float gs,
+                        float *restrict grad, double *restrict v, const int want_grad,
+                        const int weighted) {
+    float l[BLOCK];
+    int64_t bad = 0;
+#pragma omp simd reduction(+ : bad)
+    for (int64_t i = 0; i < n; i++) {
+        l[i] = element(x[i], y[i], weighted ? w[i] : 1.0f, gs, grad + i, want_grad);
+        bad += bad_label(y[i]);
+    }
+    for (int64_t r = 0; r * C < n; r++) { /* float32 over runs of 8 (a tree), then float64 */
+        const float *lr = l + r * C;
+        double sum = 0.0;
+        int64_t k = 0;
+        for (; k + 8 <= C; k += 8) {
+            const float *q = lr + k;
+            sum += (double)(((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7])));
+        }
+        for (; k < C; k++) sum += lr[k];
+        v[r] = sum;
+    }
+    return bad;
+}
+
+/* Work item k: a block of short rows, or one ML_CHUNK of a long row. Writes the row losses'
+ * float64 sums (short rows) or the chunk's sum to parts. */
+static int64_t item(const ml_call *c, int64_t k, int64_t per_row, const float *w_tiled,
+                    double *parts) {
+    const int64_t C = c->n_cols;
+    const float *x = (const float *)c->x[0], *y = (const float *)c->target;
+    const float *w = c->weight;
+    float *grad = (float *)c->grad[0];
+    const float gs = (float)(c->gscale / (double)C);
+    const int g = grad != 0, wt = w != 0;
+    if (C <= SHORT) {
+        int64_t per_block = BLOCK / C, r0 = k * per_block;
+        int64_t r1 = c->n_rows - r0 < per_block ? c->n_rows : r0 + per_block;
+        int64_t o = r0 * C, n = (r1 - r0) * C;
+        const float *wb = !wt ? 0 : c->w_row_stride ? w + o : w_tiled;
+        float *gb = g ? grad + o : 0;
+        double *v = parts + r0;
+        if (g && wt) return block(x + o, y + o, wb, n, C, gs, gb, v, 1, 1);
+        if (g) return block(x + o, y + o, wb, n, C, gs, gb, v, 1, 0);
+        if (wt) return block(x + o, y + o, wb, n, C, gs, gb, v, 0, 1);
+        return block(x + o, y + o, wb, n, C, gs, gb, v, 0, 0);
+    }
+    int64_t r = per_row == 1 ? k : k / per_row;
+    int64_t s = per_row == 1 ? 0 : (k % per_row) * ML_CHUNK;
+    int64_t e = C - s < ML_CHUNK ? C : s + ML_CHUNK;
+    int64_t o = r * C;
+    const float *wr = wt ? w + r * c->w_row_stride : 0;
+    float *gr = g ? grad + o : 0;
+    if (g && wt) return chunk(x + o, y + o, wr, s, e, gs, gr, parts + k, 1, 1);
+    if (g) return chunk(x + o, y + o, wr, s, e, gs, gr, parts + k, 1, 0);
+    if (wt) return chunk(x + o, y + o, wr, s, e, gs, gr, parts + k, 0, 1);
+    return chunk(x + o, y + o, wr, s, e, gs, gr, parts + k, 0, 0);
+}
+
+int64_t ml_multilabel_soft_margin_loss_f32(const ml_call *c) {
+    const int64_t N = c->n_rows, C = c->n_cols;
+    const int short_rows = C <= SHORT;
+    int64_t per_row = 1, n_items;
+    if (C == 0) {
+        n_items = 0;
+    } else if (short_rows) {
+        n_items = (N + BLOCK / C - 1) / (BLOCK / C);
+    } else {
+        per_row = (C + ML_CHUNK - 1) / ML_CHUNK;
+        n_items = N * per_row;
+    }
+    /* the class weight repeated over a block of short rows */
+    float w_tiled[BLOCK];
+    if (short_rows && C > 0 && c->weight && c->w_row_stride == 0)
+        for (int64_t i = 0; i < BLOCK / C * C; i++) w_tiled[i] = c->weight[i % C];
+    /* per row (short rows, or one chunk per row) or per chunk: sums, then the row losses */
+    double stack[ML_STACK_PARTS];
+    int64_t n_parts = short_rows ? N : n_items;
+    double *parts = c->rows && n_parts == N ? c->rows : ml_doubles(stack, ML_STACK_PARTS, n_parts);
+    if (!parts) return ML_ERR_NOMEM;
+    int nt = ml_threads(c->n_threads, N * C, ML_CHUNK);
+    int64_t bad = 0;
+    if (nt == 1) {
+        for (int64_t k = 0; k < n_items; k++) bad += item(c, k, per_row, w_tiled, parts);
+    } else {
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : bad)
+        for (int64_t k = 0; k < n_items; k++) bad += item(c, k, per_row, w_tiled, parts);
+    }
+    for (int64_t r = 0; r < N; r++) { /* in place: parts[r] never overtakes row r's chunks */
+        double sum = 0.0;
+        for (int64_t j = 0; j < per_row; j++) sum += parts[r * per_row + j];
+        parts[r] = C > 0 ? sum / (double)C : 0.0;
+    }
+    ml_store_rows(c, parts);
+    if (parts != c->rows) ml_free_doubles(parts, stack);
+    return bad;
+}
