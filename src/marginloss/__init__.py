@@ -4,27 +4,16 @@
 torch.nn versions of ``soft_margin_loss``, ``multilabel_soft_margin_loss``, ``multi_margin_loss``
 and ``multilabel_margin_loss`` (and their modules) with the same signatures and results, computed
 in one fused pass, numerically stable, with clear errors for the label-convention mistakes torch
-accepts silently.
+accepts silently. Each loss is also a registered operator, ``torch.ops.marginloss.<loss>``.
 
 Importing the package imports no optional dependency (no Triton) and probes no device.
 """
 
-from marginloss import functional, labels
-from marginloss._dispatch import BackendUnavailableError
-from marginloss._recommend import Recommendation, recommend
-from marginloss._validation import DtypeError, LabelError, ShapeError
-from marginloss.functional import (
-    multi_margin_loss,
-    multilabel_margin_loss,
-    multilabel_soft_margin_loss,
-    soft_margin_loss,
-)
-from marginloss.nn import (
-    MultiLabelMarginLoss,
-    MultiLabelSoftMarginLoss,
-    MultiMarginLoss,
-    SoftMarginLoss,
-)
+from marginloss import _ops, errors, functional, guide, labels  # _ops registers the operators
+from marginloss.errors import BackendUnavailableError, DtypeError, LabelError, ShapeError
+from marginloss.functional import *  # noqa: F403 (the losses, as listed in functional.__all__)
+from marginloss.guide import Recommendation, recommend
+from marginloss.nn import *  # noqa: F403 (the modules, as listed in nn.__all__)
 
 __version__ = "0.1.0"
 
@@ -32,17 +21,14 @@ __all__ = [
     "BackendUnavailableError",
     "DtypeError",
     "LabelError",
-    "MultiLabelMarginLoss",
-    "MultiLabelSoftMarginLoss",
-    "MultiMarginLoss",
     "Recommendation",
     "ShapeError",
-    "SoftMarginLoss",
+    "errors",
     "functional",
+    "guide",
     "labels",
-    "multi_margin_loss",
-    "multilabel_margin_loss",
-    "multilabel_soft_margin_loss",
     "recommend",
-    "soft_margin_loss",
+    *functional.__all__,
+    *nn.__all__,  # noqa: F405
 ]
+

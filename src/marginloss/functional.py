@@ -1,23 +1,27 @@
-r"""The four margin-family losses, as functions with torch.nn.functional's names and signatures.
+r"""The margin-family losses, as functions with torch.nn.functional's names and signatures.
 
-``import marginloss.functional as F`` is a drop-in for the same four names in
+``import marginloss.functional as F`` is a drop-in for the same names in
 :mod:`torch.nn.functional`: same parameters in the same order with the same defaults (the
 deprecated ``size_average`` / ``reduce`` included), same values, output shapes and dtypes, and the
 same gradient with respect to ``input``. Each call computes the loss and its gradient in one
-fused pass and is differentiable once (in ``input`` only).
+fused pass and is differentiable once (in ``input`` only). Each loss is a registered operator,
+``torch.ops.marginloss.<name>``, so ``torch.compile(fullgraph=True)``, ``torch.export`` and
+``torch.func`` (``grad``, ``vmap``, per-sample gradients, ``jacrev``) work as with torch's own.
 
 Two keyword-only options come after torch's parameters:
 
-* ``validate=True``: check the target's values against the loss's label convention (one pass,
-  one host synchronisation) and raise :class:`marginloss.LabelError` with the fix. Shape and
-  dtype checks always run. ``validate=False`` skips the value checks (hot loops, CUDA graphs);
-  out-of-range class indices then give undefined results.
-  On the CPU, the two logistic losses' native kernels check the labels inside their single
-  pass and raise the same error after it.
+* ``validate=True``: check the target's values against the loss's label convention and raise
+  :class:`marginloss.errors.LabelError` with the fix. The check runs inside the operator: on the
+  CPU the native kernels count bad labels in their own pass (the torch backend reads the
+  target's range once), and the error is raised by the call itself, compiled or not (a compiled
+  graph does not break on it; it has no host read in it). On CUDA the check reads the target's
+  range back once per call (a synchronisation); pass ``validate=False`` to avoid it (hot loops,
+  CUDA graphs). Shape and dtype checks always run; with ``validate=False``, out-of-range class
+  indices give undefined (but memory-safe) results.
 * ``backend="auto"``: ``"auto"`` (Triton kernels for CUDA tensors when available; on the CPU,
-  native C kernels for the two logistic losses in float32 when a C compiler can build them;
-  else torch ops), ``"torch"``, ``"triton"`` or ``"native"`` (the last two raise an error
-  saying why when their kernels cannot run).
+  native C kernels for float32 when a C compiler can build them; else torch ops), ``"torch"``,
+  ``"triton"`` or ``"native"`` (the last two raise an error saying why when their kernels
+  cannot run).
 
 Label conventions, at a glance:
 
@@ -36,16 +40,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from marginloss import _reduction, _validation
-from marginloss._autograd import (
-    MultiLabelMarginLossFunction,
-    MultiLabelSoftMarginLossFunction,
-    MultiMarginLossFunction,
-    SoftMarginLossFunction,
-    run,
-)
-from marginloss._dispatch import BACKENDS, get_compute, select_backend
-from marginloss._torch_backend import acc_dtype
+from marginloss import _pipeline, losses
+from marginloss._reduction import Reduction
+from marginloss.backends import Backend
 
 __all__ = [
     "multi_margin_loss",
@@ -55,31 +52,15 @@ __all__ = [
 ]
 
 
-def _as_rows(input: Tensor) -> Tensor:
-    """View ``input`` as ``(N, C)``: 0-d -> (1, 1), (C,) -> (1, C)."""
-    if input.dim() == 2:
-        return input
-    return input.reshape(1, -1) if input.dim() == 1 else input.reshape(1, 1)
-
-
-def _check_options(validate: bool, backend: str, fn: str) -> None:
-    if not isinstance(validate, bool):
-        raise TypeError(f"{fn}: `validate` must be True or False, got {validate!r}.")
-    if backend not in BACKENDS:
-        raise ValueError(
-            f"{fn}: `backend` must be 'auto', 'torch', 'triton' or 'native', got {backend!r}."
-        )
-
-
 def soft_margin_loss(
     input: Tensor,
     target: Tensor,
     size_average: bool | None = None,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     *,
     validate: bool = True,
-    backend: str = "auto",
+    backend: Backend = "auto",
 ) -> Tensor:
     r"""Two-class logistic loss on ±1 labels, elementwise.
 
@@ -132,16 +113,8 @@ def soft_margin_loss(
         >>> soft_margin_loss(torch.tensor([-100.0]), torch.tensor([1.0]))  # torch gives inf
         tensor(100.)
     """
-    fn = "soft_margin_loss"
-    reduction = _reduction.resolve(size_average, reduce, reduction, fn)
-    _check_options(validate, backend, fn)
-    _validation.soft_margin(input, target)  # shapes and dtypes
-    name, _ = select_backend(backend, input, fn, target)
-    if validate and name != "native":  # the native kernel checks the labels in its own pass
-        _validation.soft_margin_labels(target)
-    go_shape = tuple(input.shape) if reduction == "none" else ()
-    return run(SoftMarginLossFunction, get_compute(fn, name, validate), go_shape, input, target,
-               None, reduction, input.dtype)
+    return _pipeline.run(losses.soft_margin_loss.SPEC, (input,), target, None, (), size_average,
+                         reduce, reduction, validate, backend)
 
 
 def multilabel_soft_margin_loss(
@@ -150,10 +123,10 @@ def multilabel_soft_margin_loss(
     weight: Tensor | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     *,
     validate: bool = True,
-    backend: str = "auto",
+    backend: Backend = "auto",
 ) -> Tensor:
     r"""Multi-label one-versus-all logistic loss on a 0/1 mask, averaged over classes.
 
@@ -203,33 +176,8 @@ def multilabel_soft_margin_loss(
         >>> round(multilabel_soft_margin_loss(x, y).item(), 4)
         0.3756
     """
-    fn = "multilabel_soft_margin_loss"
-    reduction = _reduction.resolve(size_average, reduce, reduction, fn)
-    _check_options(validate, backend, fn)
-    _validation.multilabel_soft_margin(input, target, weight)  # shapes and dtypes
-    out_dtype = torch.result_type(input, target)
-    if weight is not None:
-        out_dtype = torch.result_type(torch.empty(1, dtype=out_dtype), weight)
-    acc = acc_dtype(out_dtype)
-    if acc == torch.float64 and input.dtype != torch.float64:
-        input_c = input.to(torch.float64)  # torch computes in the promoted dtype
-    else:
-        input_c = input
-    n_classes = input.shape[-1]
-    x = input_c.reshape(-1, n_classes)
-    t = target if target.is_floating_point() else target.to(acc)
-    t = t.expand(input.shape).reshape(-1, n_classes)
-    w = None if weight is None else weight.to(acc).expand(input.shape).reshape(-1, n_classes)
-    name, _ = select_backend(backend, x, fn, t, w)
-    # the native kernel checks the labels in its own pass, unless they were converted (the
-    # error message then describes the caller's target, integer hints included)
-    fused = name == "native" and t.dtype == target.dtype
-    if validate and not fused:
-        _validation.multilabel_soft_margin_labels(target)
-    go_shape = (x.shape[0], 1) if reduction == "none" else ()
-    loss = run(MultiLabelSoftMarginLossFunction, get_compute(fn, name, validate and fused),
-               go_shape, x, t, w, reduction, out_dtype)
-    return loss.reshape(input.shape[:-1]) if reduction == "none" else loss
+    return _pipeline.run(losses.multilabel_soft_margin_loss.SPEC, (input,), target, weight, (),
+                         size_average, reduce, reduction, validate, backend)
 
 
 def multi_margin_loss(
@@ -240,10 +188,10 @@ def multi_margin_loss(
     weight: Tensor | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     *,
     validate: bool = True,
-    backend: str = "auto",
+    backend: Backend = "auto",
 ) -> Tensor:
     r"""Multi-class hinge loss: the target class should outscore every other class by ``margin``.
 
@@ -292,21 +240,8 @@ def multi_margin_loss(
         >>> round(multi_margin_loss(x, y).item(), 4)
         0.325
     """
-    fn = "multi_margin_loss"
-    reduction = _reduction.resolve(size_average, reduce, reduction, fn)
-    _check_options(validate, backend, fn)
-    _validation.multi_margin(input, target, p, weight, validate)
-    margin = float(margin)
-    x = _as_rows(input)
-    name, _ = select_backend(backend, x, fn)
-    go_shape = (x.shape[0], 1) if reduction == "none" else ()
-    loss = run(
-        MultiMarginLossFunction, get_compute(fn, name), go_shape, x, target.reshape(-1), weight,
-        int(p), margin, reduction, input.dtype,
-    )
-    if reduction == "none" and target.dim() == 0:
-        return loss.reshape(())
-    return loss
+    return _pipeline.run(losses.multi_margin_loss.SPEC, (input,), target, weight, (p, margin),
+                         size_average, reduce, reduction, validate, backend)
 
 
 def multilabel_margin_loss(
@@ -314,10 +249,10 @@ def multilabel_margin_loss(
     target: Tensor,
     size_average: bool | None = None,
     reduce: bool | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     *,
     validate: bool = True,
-    backend: str = "auto",
+    backend: Backend = "auto",
 ) -> Tensor:
     r"""Multi-label hinge (ranking) loss over class-index lists padded with -1.
 
@@ -368,16 +303,5 @@ def multilabel_margin_loss(
         >>> round(multilabel_margin_loss(x, y).item(), 4)
         0.85
     """
-    fn = "multilabel_margin_loss"
-    reduction = _reduction.resolve(size_average, reduce, reduction, fn)
-    _check_options(validate, backend, fn)
-    _validation.multilabel_margin(input, target, validate)
-    x = _as_rows(input)
-    t = target.reshape(x.shape)
-    name, _ = select_backend(backend, x, fn)
-    go_shape = (x.shape[0], 1) if reduction == "none" else ()
-    loss = run(MultiLabelMarginLossFunction, get_compute(fn, name), go_shape, x, t, None,
-               reduction, input.dtype)
-    if reduction == "none" and target.dim() <= 1:
-        return loss.reshape(())
-    return loss
+    return _pipeline.run(losses.multilabel_margin_loss.SPEC, (input,), target, None, (), size_average,
+                         reduce, reduction, validate, backend)
