@@ -1,9 +1,8 @@
-"""Label conventions: convert between them, and recognise which one a target is in.
+"""Label conventions: convert a target from one to another, exactly and with clear errors.
 
 The margin-family losses each take a different label convention, and the wrong one usually
 trains without an error (torch accepts {0, 1} where ±1 is meant, and a 0/1 mask where -1-padded
-index lists are meant). These functions convert between the conventions, exactly and with clear
-errors, and :func:`describe` names the convention a target is in, with the evidence.
+index lists are meant). These functions convert between the conventions:
 
 * binary {0, 1}, ``[0, 1]``: ``BCEWithLogitsLoss``;
 * binary ±1, ``[-1., 1.]``: ``SoftMarginLoss``;
@@ -14,10 +13,16 @@ errors, and :func:`describe` names the convention a target is in, with the evide
 * label sets, ``[{0, 3}, {1}]``, and ``torch.sparse_csr`` rows: convert to a mask or to padded
   lists.
 
+The binary maps are affine: :func:`to_pm1` is ``y -> 2y - 1`` and :func:`to_01` its inverse
+``y -> (y + 1) / 2``. The others are exact re-encodings of the same label sets: for a sample
+with classes ``S``, the mask row is ``1[c in S]`` for ``c < C``, the padded row lists ``S`` in
+increasing order then ``-1`` up to width ``C``, and the CSR row stores the columns ``S``.
+
 Converters that build a class dimension take ``num_classes`` explicitly: inferring it from the
 largest label present gives too narrow a tensor whenever the last class is missing from a batch.
 Converters keep the input's device. Float outputs use ``dtype`` (default: torch's default dtype,
-usually float32); index outputs are int64, as torch's losses require.
+usually float32); index outputs are int64, as torch's losses require. To find out which
+convention a target is in, and which loss fits it, see :mod:`marginloss.guide`.
 
 Examples:
     >>> to_pm1(torch.tensor([0, 1, 1]))
@@ -25,27 +30,23 @@ Examples:
     >>> multi_hot_to_padded(torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0]]))
     tensor([[ 0,  3, -1, -1],
             [ 1, -1, -1, -1]])
-    >>> describe(torch.tensor([3, 0, 2])).convention
-    'class_indices'
+    >>> padded_to_sets(torch.tensor([[0, 3, -1, -1], [1, -1, -1, -1]]))
+    [{0, 3}, {1}]
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from marginloss._validation import DtypeError, LabelError, ShapeError, check_real_tensor
+from marginloss.errors import DtypeError, LabelError, ShapeError
 
 __all__ = [
-    "CONVENTIONS",
-    "LabelDescription",
     "csr_to_multi_hot",
     "csr_to_sets",
-    "describe",
     "indices_to_multi_hot",
     "indices_to_one_hot",
     "multi_hot_to_csr",
@@ -61,30 +62,17 @@ __all__ = [
     "to_pm1",
 ]
 
-#: Every convention :func:`describe` can name, with a short human-readable description.
-CONVENTIONS: dict[str, str] = {
-    "binary_01": "binary labels in {0, 1}, one per sample",
-    "binary_pm1": "binary labels in {-1, +1}, one sign per score",
-    "soft_binary": "soft binary labels (probabilities in [0, 1]), one per score",
-    "class_indices": "class indices, one integer class per sample",
-    "one_hot": "one-hot rows (N, C): exactly one 1 per row",
-    "multi_hot": "a multi-hot mask (N, C): 0/1 per class, any number of 1s per row",
-    "soft_multi_hot": "a soft multi-hot mask (N, C): a probability in [0, 1] per class",
-    "class_probabilities": "class-probability rows (N, C) that sum to 1 (soft one-hot)",
-    "padded_indices": "class-index lists padded with -1 (N, C), MultiLabelMarginLoss's format",
-    "sparse_csr": "sparse CSR rows (N, C): the stored columns of row i are sample i's labels",
-    "label_sets": "a list of label sets, one collection of class indices per sample",
-    "empty": "an empty target (no labels to inspect)",
-    "unknown": "no label convention (values look like scores or regression targets)",
-}
-
 
 # ----------------------------------------------------------------------------------------------
-# helpers
+# helpers (also used by marginloss.guide)
 
 
 def _check_tensor(fn: str, t: object, arg: str = "target") -> Tensor:
-    check_real_tensor(fn, t, arg)
+    """``t`` is a real-valued, dense torch.Tensor (the first check on any label tensor)."""
+    if not isinstance(t, Tensor):
+        raise DtypeError(f"{fn}: `{arg}` must be a torch.Tensor, got {type(t).__name__}.")
+    if t.is_complex():
+        raise DtypeError(f"{fn}: `{arg}` must be real, got {t.dtype}.")
     if t.layout != torch.strided:
         raise DtypeError(
             f"{fn}: `{arg}` must be a dense tensor, got layout {t.layout}. "
@@ -132,13 +120,6 @@ def _value_set(t: Tensor) -> set[float]:
     if flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
     return set(torch.unique(flat).tolist())
-
-
-def _is_integral(t: Tensor) -> bool:
-    """True for integer/bool dtypes, or a float tensor holding only whole numbers (no NaN)."""
-    if not t.is_floating_point():
-        return True
-    return bool(torch.isfinite(t).all()) and bool((t == t.round()).all())
 
 
 def _require_binary_mask(fn: str, mask: Tensor, what: str = "a 0/1 multi-hot mask") -> Tensor:
@@ -204,6 +185,9 @@ def _check_set_range(fn: str, rows: list[list[int]], num_classes: int) -> None:
 
 
 def _make_csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """A CSR tensor, checked (``check_invariants=True``: no "checks implicitly disabled"
+    warning), without torch's "sparse CSR support is in beta" UserWarning: that warning is about
+    torch, not about the caller's labels, and would fail a test suite run with ``-W error``."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
         return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=True)
@@ -252,7 +236,7 @@ def to_pm1(target: Tensor, *, dtype: torch.dtype | None = None) -> Tensor:
         >>> to_pm1(torch.tensor([-1.0, 1.0]))
         Traceback (most recent call last):
         ...
-        marginloss._validation.LabelError: to_pm1: ...already in {-1, +1}...
+        marginloss.errors.LabelError: to_pm1: ...already in {-1, +1}...
     """
     fn = "to_pm1"
     _check_tensor(fn, target)
@@ -299,7 +283,7 @@ def to_01(target: Tensor, *, dtype: torch.dtype | None = None) -> Tensor:
         >>> to_01(torch.tensor([0, 1]))
         Traceback (most recent call last):
         ...
-        marginloss._validation.LabelError: to_01: ...looks like {0, 1} labels already...
+        marginloss.errors.LabelError: to_01: ...looks like {0, 1} labels already...
     """
     fn = "to_01"
     _check_tensor(fn, target)
@@ -369,6 +353,12 @@ def indices_to_multi_hot(indices: Tensor, num_classes: int, *, dtype: torch.dtyp
 
     Returns:
         A 0/1 float tensor of shape ``(N, C)`` (``(C,)`` for a 0-d ``indices``).
+
+    Raises:
+        DtypeError: ``indices`` is floating point or bool.
+        ShapeError: ``indices`` has more than two dimensions.
+        LabelError: an index lies outside ``[0, num_classes)`` (-1 padding included).
+        ValueError: ``num_classes`` is not a positive int.
 
     Examples:
         >>> indices_to_multi_hot(torch.tensor([1, 3]), num_classes=4)
@@ -469,6 +459,11 @@ def multi_hot_to_padded(mask: Tensor) -> Tensor:
     Returns:
         An int64 tensor of ``mask``'s shape.
 
+    Raises:
+        LabelError: ``mask`` holds values other than 0 and 1 (±1 labels, soft labels).
+        ShapeError: ``mask`` is not 1-D or 2-D.
+        DtypeError: ``mask`` is not a dense real tensor (e.g. sparse CSR rows).
+
     Examples:
         >>> multi_hot_to_padded(torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]]))
         tensor([[ 1,  2, -1, -1],
@@ -497,6 +492,11 @@ def padded_to_multi_hot(padded: Tensor, *, dtype: torch.dtype | None = None) -> 
 
     Returns:
         A 0/1 float tensor of ``padded``'s shape.
+
+    Raises:
+        DtypeError: ``padded`` is floating point or bool (a mask already?).
+        ShapeError: ``padded`` is not 1-D or 2-D.
+        LabelError: an entry is below -1 or not smaller than the row width ``C``.
 
     Examples:
         >>> padded_to_multi_hot(torch.tensor([[3, 0, -1, -1], [1, -1, 2, -1]]))
@@ -535,6 +535,15 @@ def padded_to_multi_hot(padded: Tensor, *, dtype: torch.dtype | None = None) -> 
 def padded_to_sets(padded: Tensor) -> list[set[int]]:
     """Label sets from -1-padded index lists (each row read up to its first -1, as torch does).
 
+    Args:
+        padded: int tensor of shape ``(N, C)`` or ``(C,)``, entries in ``[0, C)`` or -1.
+
+    Returns:
+        A list of ``N`` sets of class indices (one set for a 1-D ``padded``).
+
+    Raises:
+        DtypeError, ShapeError, LabelError: as :func:`padded_to_multi_hot`.
+
     Examples:
         >>> padded_to_sets(torch.tensor([[3, 0, -1, -1], [-1, -1, -1, -1]]))
         [{0, 3}, set()]
@@ -552,6 +561,14 @@ def sets_to_padded(sets: Sequence[Iterable[int]], num_classes: int, *,
         sets: One collection of class indices per sample (sets, lists, tuples or 1-D tensors).
         num_classes: The number of classes ``C``; also the row width, as torch requires.
         device: Device of the result. Default: CPU.
+
+    Returns:
+        An int64 tensor of shape ``(N, C)``.
+
+    Raises:
+        DtypeError: ``sets`` is not a list of collections of integers.
+        LabelError: a class lies outside ``[0, num_classes)``.
+        ValueError: ``num_classes`` is not a positive int.
 
     Examples:
         >>> sets_to_padded([{0, 3}, {1}, set()], num_classes=4)
@@ -575,6 +592,20 @@ def sets_to_multi_hot(sets: Sequence[Iterable[int]], num_classes: int, *,
                       device: torch.device | str | None = None) -> Tensor:
     """A 0/1 mask ``(N, C)`` from label sets (one collection of class indices per sample).
 
+    Args:
+        sets: One collection of class indices per sample (sets, lists, tuples or 1-D tensors).
+        num_classes: The number of classes ``C``.
+        dtype: Floating-point dtype of the result. Default: torch's default dtype.
+        device: Device of the result. Default: CPU.
+
+    Returns:
+        A 0/1 float tensor of shape ``(N, C)``.
+
+    Raises:
+        DtypeError: ``sets`` is not a list of collections of integers.
+        LabelError: a class lies outside ``[0, num_classes)``.
+        ValueError: ``num_classes`` is not a positive int.
+
     Examples:
         >>> sets_to_multi_hot([{0, 3}, [1], ()], num_classes=4)
         tensor([[1., 0., 0., 1.],
@@ -596,6 +627,16 @@ def sets_to_multi_hot(sets: Sequence[Iterable[int]], num_classes: int, *,
 def multi_hot_to_sets(mask: Tensor) -> list[set[int]]:
     """Label sets from a 0/1 mask: one set of class indices per row.
 
+    Args:
+        mask: A 0/1 (or bool) mask of shape ``(N, C)`` or ``(C,)``.
+
+    Returns:
+        A list of ``N`` sets of class indices (one set for a 1-D ``mask``).
+
+    Raises:
+        LabelError: ``mask`` holds values other than 0 and 1.
+        ShapeError: ``mask`` is not 1-D or 2-D.
+
     Examples:
         >>> multi_hot_to_sets(torch.tensor([[1, 0, 0, 1], [0, 0, 0, 0]]))
         [{0, 3}, set()]
@@ -612,6 +653,18 @@ def multi_hot_to_csr(mask: Tensor, *, dtype: torch.dtype | None = None) -> Tenso
     """Sparse CSR rows from a 0/1 mask ``(N, C)``: row ``i`` stores sample ``i``'s classes.
 
     Memory grows with the number of labels, not ``N * C``: the compact form for many classes.
+
+    Args:
+        mask: A 0/1 (or bool) mask of shape ``(N, C)``.
+        dtype: Floating-point dtype of the stored values (all 1). Default: torch's default
+            dtype.
+
+    Returns:
+        A ``torch.sparse_csr`` tensor of shape ``(N, C)``.
+
+    Raises:
+        LabelError: ``mask`` holds values other than 0 and 1.
+        ShapeError: ``mask`` is not 2-D.
 
     Examples:
         >>> csr = multi_hot_to_csr(torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0]]))
@@ -638,6 +691,17 @@ def csr_to_multi_hot(csr: Tensor, *, dtype: torch.dtype | None = None) -> Tensor
     Stored entries are labels whatever their value (explicit zeros included), so a CSR matrix
     that stores scores must be thresholded first.
 
+    Args:
+        csr: A ``torch.sparse_csr`` tensor of shape ``(N, C)``.
+        dtype: Floating-point dtype of the result. Default: torch's default dtype.
+
+    Returns:
+        A 0/1 float tensor of shape ``(N, C)``.
+
+    Raises:
+        DtypeError: ``csr`` is not a sparse CSR tensor.
+        ShapeError: ``csr`` is not 2-D.
+
     Examples:
         >>> csr = sets_to_csr([{0, 3}, {1}], num_classes=4)
         >>> csr_to_multi_hot(csr)
@@ -659,6 +723,20 @@ def sets_to_csr(sets: Sequence[Iterable[int]], num_classes: int, *,
                 dtype: torch.dtype | None = None) -> Tensor:
     """Sparse CSR rows ``(N, C)`` from label sets (duplicates dropped, columns sorted).
 
+    Args:
+        sets: One collection of class indices per sample (sets, lists, tuples or 1-D tensors).
+        num_classes: The number of classes ``C``.
+        dtype: Floating-point dtype of the stored values (all 1). Default: torch's default
+            dtype.
+
+    Returns:
+        A ``torch.sparse_csr`` tensor of shape ``(N, C)``, on the CPU.
+
+    Raises:
+        DtypeError: ``sets`` is not a list of collections of integers.
+        LabelError: a class lies outside ``[0, num_classes)``.
+        ValueError: ``num_classes`` is not a positive int.
+
     Examples:
         >>> sets_to_csr([{3, 0}, {1}], num_classes=4).col_indices()
         tensor([0, 3, 1])
@@ -677,6 +755,16 @@ def sets_to_csr(sets: Sequence[Iterable[int]], num_classes: int, *,
 def csr_to_sets(csr: Tensor) -> list[set[int]]:
     """Label sets from sparse CSR rows: the stored column indices of each row.
 
+    Args:
+        csr: A ``torch.sparse_csr`` tensor of shape ``(N, C)``.
+
+    Returns:
+        A list of ``N`` sets of class indices.
+
+    Raises:
+        DtypeError: ``csr`` is not a sparse CSR tensor.
+        ShapeError: ``csr`` is not 2-D.
+
     Examples:
         >>> csr_to_sets(sets_to_csr([{0, 3}, set()], num_classes=4))
         [{0, 3}, set()]
@@ -684,218 +772,3 @@ def csr_to_sets(csr: Tensor) -> list[set[int]]:
     _check_csr("csr_to_sets", csr)
     crow, col = csr.crow_indices().tolist(), csr.col_indices().tolist()
     return [set(col[crow[i]:crow[i + 1]]) for i in range(len(crow) - 1)]
-
-
-# ----------------------------------------------------------------------------------------------
-# describe
-
-
-@dataclass(frozen=True)
-class LabelDescription:
-    """What :func:`describe` found: the convention a target is in, and the evidence.
-
-    Attributes:
-        convention: A key of :data:`CONVENTIONS` (e.g. ``"binary_01"``, ``"padded_indices"``).
-        summary: The convention in words.
-        dtype: The target's dtype as a string (``"torch.int64"``; ``"list"`` for label sets).
-        shape: The target's shape (``(N,)`` for label sets).
-        values: The distinct values seen, abbreviated (``"{0, 1}"``).
-        num_classes: The number of classes the labels imply, when they imply one: the width
-            ``C`` of a mask or padded rows, or ``max + 1`` for indices and label sets (a lower
-            bound: classes absent from the data cannot be seen).
-        alternatives: Other conventions the same values could be in (empty when unambiguous).
-        evidence: Why this convention, in one or two sentences.
-    """
-
-    convention: str
-    summary: str
-    dtype: str
-    shape: tuple[int, ...]
-    values: str
-    num_classes: int | None = None
-    alternatives: tuple[str, ...] = field(default_factory=tuple)
-    evidence: str = ""
-
-    @property
-    def ambiguous(self) -> bool:
-        """True when the values fit several conventions (see ``alternatives``)."""
-        return bool(self.alternatives)
-
-    def __str__(self) -> str:
-        text = (f"{self.summary} [{self.convention}]: dtype {self.dtype}, shape "
-                f"{self.shape}, values {self.values}. {self.evidence}")
-        if self.alternatives:
-            text += " Could also be: " + "; ".join(CONVENTIONS[a] for a in self.alternatives) + "."
-        return text
-
-
-def _describe_sets(rows: list[list[int]]) -> LabelDescription:
-    flat = [v for r in rows for v in r]
-    values = "{" + ", ".join(str(v) for v in sorted(set(flat))[:6]) + (
-        ", ..." if len(set(flat)) > 6 else "") + "}"
-    c = max(flat) + 1 if flat else None
-    sizes = [len(set(r)) for r in rows]
-    ev = (f"A list of {len(rows)} label collections of sizes {min(sizes, default=0)} to "
-          f"{max(sizes, default=0)}, classes 0 to {c - 1 if c else '-'}.")
-    return LabelDescription("label_sets", CONVENTIONS["label_sets"], "list", (len(rows),),
-                            values, c, (), ev)
-
-
-def describe(target: object) -> LabelDescription:
-    """Name the label convention ``target`` is in, with the evidence (dtype, shape, values).
-
-    The rules read the dtype, the shape and the set of values: {0, 1} with one label per
-    sample is binary; only ±1 is a sign per score; non-negative integers with one per sample
-    are class indices; (N, C) rows of 0/1 are one-hot (exactly one 1 per row) or multi-hot;
-    values in [0, 1] are soft labels; integer rows whose -1 entries all trail are -1-padded
-    index lists. When the values fit several conventions (a 1-D tensor of 0s and 1s could also
-    be two-class indices), the most common reading is chosen and the others are listed in
-    ``alternatives``; :func:`marginloss.recommend` takes hints that settle them.
-
-    Args:
-        target: A tensor (dense or ``torch.sparse_csr``), a NumPy array, or a list of label
-            collections (e.g. ``[{0, 3}, {1}]``).
-
-    Returns:
-        A :class:`LabelDescription`.
-
-    Examples:
-        >>> d = describe(torch.tensor([0, 1, 1, 0]))
-        >>> d.convention, d.alternatives
-        ('binary_01', ('class_indices', 'multi_hot'))
-        >>> describe(torch.tensor([1.0, -1.0])).convention
-        'binary_pm1'
-        >>> describe(torch.tensor([[1, 0, 1], [0, 1, 0]])).convention
-        'multi_hot'
-        >>> print(describe(torch.tensor([[2, 0, -1], [1, -1, -1]])))
-        class-index lists padded with -1 ... [padded_indices]: dtype torch.int64, shape (2, 3), ...
-    """
-    if isinstance(target, list | tuple) and not isinstance(target, Tensor):
-        if any(isinstance(r, set | frozenset) for r in target) or len(
-                {len(r) if isinstance(r, Sequence | Tensor) else -1 for r in target}) > 1:
-            return _describe_sets(_as_sets("describe", target))
-        target = torch.as_tensor(target)
-    elif not isinstance(target, Tensor):
-        try:
-            target = torch.as_tensor(target)
-        except (TypeError, RuntimeError, ValueError) as e:
-            raise DtypeError(f"describe: cannot read {type(target).__name__} as labels: {e}") \
-                from None
-    t: Tensor = target
-    if t.is_complex():
-        raise DtypeError(f"describe: labels must be real, got {t.dtype}.")
-    dtype, shape = str(t.dtype), tuple(t.shape)
-
-    def out(conv: str, evidence: str, *, values: str | None = None, num_classes: int | None = None,
-            alternatives: tuple[str, ...] = ()) -> LabelDescription:
-        return LabelDescription(conv, CONVENTIONS[conv], dtype, shape,
-                                values if values is not None else _values_preview(t),
-                                num_classes, alternatives, evidence)
-
-    if t.layout == torch.sparse_csr:
-        nnz = t.col_indices().numel()
-        return out("sparse_csr", f"A sparse CSR matrix with {nnz} stored labels over "
-                   f"{shape[-1]} classes.", values=f"{nnz} stored entries",
-                   num_classes=shape[-1])
-    if t.layout != torch.strided:
-        t = t.to_dense()
-    if t.numel() == 0:
-        return out("empty", "The target has no elements.", values="{}")
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        return out("unknown", "The target holds NaN or infinite values, which no label "
-                   "convention allows.")
-    if t.dim() > 2 and t.dtype != torch.bool and not t.is_floating_point() and t.min() >= 0:
-        return out("class_indices", f"Non-negative integers of rank {t.dim()}: per-position "
-                   f"class indices (e.g. segmentation); flatten them to (N,) for the "
-                   f"margin losses.", num_classes=int(t.max()) + 1)
-
-    values = _value_set(t)
-    integral = _is_integral(t)
-    lo, hi = min(values), max(values)
-    width = shape[-1] if t.dim() >= 1 else 1
-
-    # ±1 -------------------------------------------------------------------------------------
-    if values <= {-1, 1} and -1 in values:
-        alts: tuple[str, ...] = ()
-        if not t.is_floating_point() and t.dim() >= 1 and _trailing_padding(t):
-            alts = ("padded_indices",)
-        per = "one sign per sample" if t.dim() <= 1 or width == 1 else "one sign per class"
-        return out("binary_pm1", f"Only -1 and +1 occur ({per}).", alternatives=alts,
-                   num_classes=width if t.dim() == 2 and width > 1 else None)
-
-    # -1-padded index lists -------------------------------------------------------------------
-    if integral and not t.is_floating_point() and lo == -1 and t.dim() in (1, 2):
-        if hi < width:
-            trailing = _trailing_padding(t)
-            ev = (f"Integers in [-1, {int(hi)}] in rows of width {width}; "
-                  + ("every -1 trails its row, as padding does." if trailing else
-                     "some -1 come before class indices: torch reads each row only up to its "
-                     "first -1 and ignores the rest."))
-            alts = () if trailing else ("unknown",)
-            return out("padded_indices", ev, num_classes=width, alternatives=alts)
-        return out("unknown", f"Integers with -1 whose largest index {int(hi)} does not fit in "
-                   f"rows of width {width}, so they are not -1-padded index lists.")
-
-    if lo < 0:
-        return out("unknown", "Negative values other than -1 padding or ±1 labels: these look "
-                   "like scores or regression targets, not labels.")
-
-    # {0, 1} and bool ---------------------------------------------------------------------------
-    if values <= {0, 1}:
-        if t.dim() <= 1:
-            return out("binary_01", "Only 0 and 1 occur, one value per sample.",
-                       alternatives=("class_indices", "multi_hot") if t.dim() == 1 else ())
-        if t.dim() == 2 and width == 1:
-            return out("binary_01", "Only 0 and 1 occur, in a single column (N, 1).")
-        if t.dim() > 2:
-            return out("binary_01", f"Only 0 and 1 occur, in a tensor of rank {t.dim()}: one "
-                       f"binary label per position.", alternatives=("multi_hot",))
-        counts = (t != 0).sum(-1)
-        lo_c, hi_c = int(counts.min()), int(counts.max())
-        if lo_c == hi_c == 1:
-            return out("one_hot", f"(N, C) rows of 0/1 with exactly one 1 in each of the "
-                       f"{shape[0]} rows.", num_classes=width, alternatives=("multi_hot",))
-        return out("multi_hot", f"(N, C) rows of 0/1 with {lo_c} to {hi_c} ones per row "
-                   f"(mean {float(counts.float().mean()):.2f}).", num_classes=width)
-
-    # soft labels in [0, 1] --------------------------------------------------------------------
-    if t.is_floating_point() and hi <= 1 and not integral:
-        if t.dim() == 2 and width > 1:
-            sums = t.sum(-1)
-            if bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-4)):
-                return out("class_probabilities", "(N, C) rows of values in [0, 1] that each "
-                           "sum to 1.", num_classes=width, alternatives=("soft_multi_hot",))
-            return out("soft_multi_hot", "(N, C) rows of values in [0, 1] (fractions: soft "
-                       "labels).", num_classes=width)
-        return out("soft_binary", "Values in [0, 1] with fractions, one per sample: "
-                   "probabilities, soft binary labels.")
-
-    # class indices ----------------------------------------------------------------------------
-    if integral:
-        n_cls = int(hi) + 1
-        stored = (" They are stored as floats: the margin losses need an integer dtype "
-                  "(`target.long()`).") if t.is_floating_point() else ""
-        if t.dim() <= 1:
-            one = (" The smallest index is 1: if classes are numbered from 1, subtract 1."
-                   if lo == 1 else "")
-            return out("class_indices", f"Whole numbers from {int(lo)} to {int(hi)}, one per "
-                       f"sample: class indices for at least {n_cls} classes.{one}{stored}",
-                       num_classes=n_cls)
-        return out("class_indices", f"A 2-D tensor of whole numbers from {int(lo)} to "
-                   f"{int(hi)} without -1 padding: per-position class indices, or index lists "
-                   f"in which every sample has exactly {width} labels.{stored}",
-                   num_classes=n_cls, alternatives=("padded_indices",))
-
-    return out("unknown", f"Values from {lo:g} to {hi:g} with fractions: these look like "
-               f"scores or regression targets, not labels.")
-
-
-def _trailing_padding(t: Tensor) -> bool:
-    """True when, in every row, the -1 entries form a suffix (and there is at least one)."""
-    rows = t.reshape(-1, t.shape[-1])
-    neg = rows == -1
-    if not bool(neg.any()):
-        return False
-    # After the first -1 of a row, every entry must be -1.
-    after_first = neg.to(torch.int64).cummax(dim=-1).values.bool()
-    return bool((after_first == neg).all())
