@@ -1,15 +1,8 @@
-"""CPU benchmark of the four losses: marginloss vs torch eager vs torch.compile.
+"""Kept for the commands recorded in RESULTS.md: ``python benchmarks/bench.py --device cpu``."""
 
-    python benchmarks/bench_cpu.py            # the table recorded in benchmarks/RESULTS.md
-    python benchmarks/bench_cpu.py --quick    # a smoke run
-
-Same as ``marginloss bench --device cpu``; see :mod:`marginloss.benchmark` for what each
-column means.
-"""
-
+import runpy
 import sys
+from pathlib import Path
 
-from marginloss.benchmark import main
-
-if __name__ == "__main__":
-    sys.exit(main(["--device", "cpu", *sys.argv[1:]]))
+sys.argv[1:1] = ["--device", "cpu"]
+runpy.run_path(str(Path(__file__).with_name("bench.py")), run_name="__main__")

@@ -1,0 +1,237 @@
+"""One short GPU check for a lent CUDA machine (about 8 minutes at most): tests, then numbers.
+
+    PYTHONPATH=src python benchmarks/gpu_check.py OUT_DIR            # e.g. "$OUT"
+    PYTHONPATH=src python benchmarks/gpu_check.py OUT_DIR --dry-run  # the plan; no GPU needed
+
+Parts, in order, each in its own process with its own time limit, so that one failure or hang
+does not lose the rest. Each ends with one line, ``== <part>: <status> (<seconds> s)``, status
+OK, FAILED (rc N), TIMEOUT, NO TEST RAN (a pytest part that passed nothing) or SKIPPED, and
+the last lines of its log:
+
+1. ``environment``: Python, torch, CUDA, Triton, the GPU (``nvidia-smi``); then
+   ``marginloss info`` (versions, devices, the backend each loss picks);
+2. ``kernel tests``: ``python -m pytest tests/kernels -m gpu -q -x`` (the Triton kernels);
+3. ``bench float32`` and 4. ``bench bfloat16``: ``marginloss.benchmark --device cuda`` with a
+   short budget (bfloat16 without torch.compile unless ``--bf16-compile``: compiling every
+   case twice may not fit); markdown appended to ``OUT_DIR/bench.md``, rows to
+   ``OUT_DIR/bench.csv`` (written case by case, so a run cut short keeps what it measured);
+5. ``composability tests``: ``python -m pytest tests/test_composability.py -q -x`` (on CUDA:
+   CUDA graphs, compile, export; skipped if the file is absent).
+
+Every part's full output is in ``OUT_DIR/<n>_<part>.log``; ``OUT_DIR/summary.txt`` has the
+status lines. Exit status: 0 if every part passed, else 1. The total is kept under
+``--total`` seconds (default 450): a part gets at most its own limit and what is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+ENV_SCRIPT = """
+import platform, subprocess, shutil, sys
+print("python", platform.python_version(), platform.platform())
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda,
+      "available", torch.cuda.is_available(), "threads", torch.get_num_threads())
+for i in range(torch.cuda.device_count()):
+    p = torch.cuda.get_device_properties(i)
+    print(f"cuda:{i}", p.name, f"{p.total_memory / 2**30:.0f} GiB", f"sm_{p.major}{p.minor}")
+try:
+    import triton
+    print("triton", triton.__version__)
+except Exception as e:
+    print("triton: import fails:", type(e).__name__, e)
+import marginloss
+print("marginloss", marginloss.__version__, marginloss.__file__)
+if shutil.which("nvidia-smi"):
+    print(subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout)
+"""
+
+
+@dataclass
+class Part:
+    """One step of the check: a command, its time limit, and when it does not apply."""
+
+    name: str
+    argv: list[str]
+    limit_s: float
+    skip_reason: str | None = None
+
+
+def plan(out: Path, budget: float, bf16_compile: bool = False) -> list[Part]:
+    """The parts, in order (see the module docstring)."""
+    bench = [PY, "-m", "marginloss.benchmark", "--device", "cuda", "--budget", str(budget),
+             "--out", str(out / "bench.md"), "--csv", str(out / "bench.csv")]
+    composability = ROOT / "tests" / "test_composability.py"
+    return [
+        Part("environment", [PY, "-c", ENV_SCRIPT], 45),
+        Part("marginloss info", [PY, "-m", "marginloss", "info"], 30),
+        Part("kernel tests", [PY, "-m", "pytest", "tests/kernels", "-m", "gpu", "-q", "-x",
+                              "-p", "no:cacheprovider"], 100),
+        Part("bench float32", [*bench, "--dtype", "float32"], 140),
+        Part("bench bfloat16", [*bench, "--dtype", "bfloat16",
+                                *([] if bf16_compile else ["--no-compile"])], 120),
+        Part("composability tests", [PY, "-m", "pytest", str(composability), "-q", "-x",
+                                     "-p", "no:cacheprovider"], 80,
+             None if composability.exists() else "tests/test_composability.py is absent"),
+    ]
+
+
+def child_env() -> dict[str, str]:
+    """The environment of every part: the checkout's src first, no Triton interpreter."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p)
+    env.pop("TRITON_INTERPRET", None)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def shown(argv: list[str]) -> str:
+    """A command line for the logs: an inline script as ``<script>``, paths as given."""
+    return " ".join("<script>" if "\n" in a else a for a in argv)
+
+
+def run_part(part: Part, log: Path, limit_s: float) -> tuple[str, float]:
+    """Run one part with its output in ``log``; return (status line, seconds)."""
+    start = time.monotonic()
+    with log.open("w") as f:
+        f.write(f"$ {shown(part.argv)}\n")
+        f.flush()
+        proc = subprocess.Popen(part.argv, cwd=ROOT, env=child_env(), stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=limit_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return f"TIMEOUT after {limit_s:.0f} s", time.monotonic() - start
+    status = "OK" if rc == 0 else f"FAILED (rc {rc})"
+    if rc == 0 and "pytest" in part.argv and " passed" not in tail(log, 3):
+        status = "NO TEST RAN (all skipped or deselected?)"
+    return status, time.monotonic() - start
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """End the part's process and the processes it started (its own session), by id."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError as e:
+        return f"(no log: {e})"
+    return "\n".join(text[-lines:])
+
+
+def dry_run(parts: list[Part], out: Path) -> int:
+    """Check what can be checked without a GPU: the benchmark's options parse, the test
+    paths exist, the output directory is writable; print the plan."""
+    sys.path.insert(0, str(ROOT / "src"))
+    ok = True
+    try:
+        from marginloss import benchmark
+
+        for part in parts:
+            if "marginloss.benchmark" in part.argv:
+                i = part.argv.index("marginloss.benchmark") + 1
+                benchmark.build_parser().parse_args(part.argv[i:])
+        print("benchmark options: parse")
+    except BaseException as e:  # noqa: BLE001 - SystemExit from argparse included
+        ok = False
+        print(f"benchmark options: FAIL ({type(e).__name__}: {e})")
+    for path in ("tests/kernels", "tests/test_composability.py"):
+        print(f"{path}: {'present' if (ROOT / path).exists() else 'absent'}")
+    try:
+        (out / ".write_test").write_text("ok")
+        (out / ".write_test").unlink()
+        print(f"{out}: writable")
+    except OSError as e:
+        ok = False
+        print(f"{out}: not writable ({e})")
+    print("plan:")
+    total = 0.0
+    for part in parts:
+        total += part.limit_s
+        note = f"  (skipped: {part.skip_reason})" if part.skip_reason else ""
+        print(f"  {part.name:<20} <= {part.limit_s:>4.0f} s  {shown(part.argv)}{note}")
+    print(f"  at most {total:.0f} s in all (and --total)")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", nargs="?", default=os.environ.get("OUT", "gpu_check_out"),
+                        help="directory for the logs, bench.md and bench.csv (default: $OUT)")
+    parser.add_argument("--budget", type=float, default=0.2,
+                        help="benchmark seconds per implementation and case (default 0.2)")
+    parser.add_argument("--total", type=float, default=450,
+                        help="seconds for everything (default 450)")
+    parser.add_argument("--bf16-compile", action="store_true",
+                        help="also time torch.compile in bfloat16 (off: compiling every case "
+                             "twice may not fit the time)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the plan without running it (no GPU needed)")
+    args = parser.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    parts = plan(out, args.budget, args.bf16_compile)
+    if args.dry_run:
+        rc = dry_run(parts, out)
+        status, seconds = run_part(parts[0], out / "0_environment.log", parts[0].limit_s)
+        print(f"== environment: {status} ({seconds:.0f} s)\n{tail(out / '0_environment.log')}")
+        return rc
+    deadline = time.monotonic() + args.total
+    summary, failed = [], False
+    for i, part in enumerate(parts):
+        log = out / f"{i}_{part.name.replace(' ', '_')}.log"
+        left = deadline - time.monotonic()
+        if part.skip_reason or left < 10:
+            line = f"== {part.name}: SKIPPED ({part.skip_reason or 'no time left'})"
+            print(line, flush=True)
+            summary.append(line)
+            continue
+        print(f"== {part.name}: running (at most {min(part.limit_s, left):.0f} s) ...",
+              flush=True)
+        try:
+            status, seconds = run_part(part, log, min(part.limit_s, left))
+        except Exception as e:  # noqa: BLE001 - e.g. cannot start the process: say so, go on
+            status, seconds = f"FAILED to start ({type(e).__name__}: {e})", 0.0
+        failed |= status != "OK"
+        line = f"== {part.name}: {status} ({seconds:.0f} s)"
+        print(f"{line}\n{tail(log)}\n", flush=True)
+        summary.append(line)
+    try:
+        (out / "summary.txt").write_text("\n".join(summary) + "\n")
+    except OSError as e:
+        print(f"cannot write summary.txt: {e}")
+    print("\n".join(["== summary", *summary]))
+    for name in ("bench.md", "bench.csv"):
+        if (out / name).exists():
+            print(f"{out / name}: {(out / name).stat().st_size} bytes")
+    if (out / "bench.md").exists():
+        print((out / "bench.md").read_text())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
