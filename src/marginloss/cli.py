@@ -5,7 +5,9 @@ Subcommands:
 * ``demo``: train every loss on real data shipped inside scikit-learn and river; print a table
   of held-out metrics and times (``--json`` for JSON, ``--plot FILE.png`` for the curves).
 * ``guide FILE``: read labels from a ``.npy``, ``.pt``, ``.csv`` or ``.txt`` file, name their
-  convention, the loss that fits, why, and the line of code that converts them.
+  convention, the loss that fits, why, and the line of code that converts them
+  (:mod:`marginloss.guide`). A file it cannot read as labels gets a one-line error and exit
+  status 2; labels in no convention, or contradicting a hint, exit status 1.
 * ``bench``: the benchmark table on this machine's device (CPU, or CUDA when present).
 * ``info``: versions, devices, and which backend each loss would use here, and why.
 
@@ -18,14 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from marginloss import __version__
+    from marginloss import __version__, benchmark
 
     parser = argparse.ArgumentParser(
         prog="marginloss",
@@ -45,20 +49,24 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--plot", metavar="FILE.png", help="save the training curves (matplotlib)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the splits and weights")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    demo.add_argument("--check", action="store_true",
-                      help="exit with status 1 if a required held-out result is not reached")
 
     guide = sub.add_parser(
         "guide", help="name the label convention of a file and the loss that fits it",
         description="Read labels from FILE (.npy, .pt, .csv, .txt), name their convention, the "
                     "loss that fits it, why, and the line of code that converts them. Lines "
-                    "of different lengths in a .txt/.csv file are read as label sets.")
+                    "of different lengths in a .txt/.csv file are read as label sets.",
+        epilog="Exit status: 0 when a loss is recommended; 1 when the labels were read but fit "
+               "no label convention (scores, NaN, negative values) or contradict a hint "
+               "(--multi-label, --single-label, --num-classes); 2 when FILE cannot be read as "
+               "labels (missing, unreadable, empty, not in the format its extension names, "
+               "holding no labels) or the command line is wrong. Errors are one line on "
+               "stderr that names FILE.")
     guide.add_argument("file", metavar="FILE")
     guide.add_argument("--multi-label", dest="multi_label", action="store_const", const=True,
                        default=None, help="a sample can have several labels")
     guide.add_argument("--single-label", dest="multi_label", action="store_const", const=False,
                        help="every sample has exactly one label")
-    guide.add_argument("--num-classes", type=int, default=None, metavar="C",
+    guide.add_argument("--num-classes", type=benchmark.positive_int, default=None, metavar="C",
                        help="number of classes (the width of the model's output)")
     guide.add_argument("--prefer", choices=("auto", "margin", "probabilistic"), default="auto",
                        help="put a margin or a probabilistic loss first")
@@ -66,10 +74,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="for a .pt file holding a dict: the entry with the labels")
 
     bench = sub.add_parser(
-        "bench", help="run the benchmark table on this machine's device",
-        description="Run marginloss.benchmark; extra arguments are passed on to it.")
-    bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    bench.add_argument("--quick", action="store_true", help="a reduced, fast benchmark")
+        "bench", help="time every loss against torch eager and torch.compile",
+        description=benchmark.DESCRIPTION, epilog=benchmark.EPILOG)
+    benchmark.add_arguments(bench)
 
     sub.add_parser("info", help="versions, devices, and the backend each loss would use")
     return parser
@@ -79,15 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``marginloss`` command with ``argv`` (default: ``sys.argv[1:]``); return the
     exit status."""
     parser = _build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "bench":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     handler = {"demo": _demo, "guide": _guide, "bench": _bench, "info": _info}[args.command]
     try:
-        return handler(args, extra)
+        return handler(args)
     except BrokenPipeError:  # e.g. `marginloss demo | head`
         return 0
 
@@ -96,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
 # demo
 
 
-def _demo(args: argparse.Namespace, extra: list[str]) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from marginloss import demo
 
     try:
         report = demo.run(quick=args.quick, seed=args.seed, progress=not args.no_progress)
     except demo.MissingDependencyError as e:
-        print(f"marginloss demo: {e}", file=sys.stderr)
+        print(e, file=sys.stderr)
         return 2
     if args.plot:
         try:
@@ -115,32 +120,242 @@ def _demo(args: argparse.Namespace, extra: list[str]) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(demo.format_report(report))
+        demo.print_report(report)
         if args.plot:
             print(f"training curves saved to {report['plot']}")
-    return 1 if args.check and not report["passed"] else 0
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------
 # guide
 
 
+_LABEL_KEYS = ("target", "targets", "labels", "label", "y")
+
+
 class _ReadError(Exception):
-    pass
+    """The file cannot be read as labels; the message says why, in one line (path aside)."""
 
 
-def _parse_number(text: str) -> float | int:
-    value = float(text)
-    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() \
-        else value
+def _guide(args: argparse.Namespace) -> int:
+    from marginloss.errors import LabelError
+    from marginloss.guide import recommend
+
+    path = Path(args.file)
+    try:
+        target = _read_labels(path, args.key)
+    except _ReadError as e:
+        return _guide_error(path, str(e), 2)
+    except Exception as e:  # noqa: BLE001 - a file the readers did not foresee: no traceback
+        return _guide_error(path, f"cannot read labels from it ({_first_line(e)})", 2)
+    try:
+        rec = recommend(target, multi_label=args.multi_label, num_classes=args.num_classes,
+                        prefer=args.prefer)
+    except LabelError as e:  # read, but in no convention, or contradicting a hint
+        return _guide_error(path, str(e), 1)
+    except Exception as e:  # noqa: BLE001 - e.g. describe's DtypeError: not numbers
+        return _guide_error(path, f"cannot read labels from it ({_first_line(e)})", 2)
+    print(f"file:        {path}")
+    print(rec)
+    return 0
 
 
-def _read_text(path: Path):
+def _guide_error(path: Path, message: str, status: int) -> int:
+    """One line on stderr that names the file and what is wrong; return the exit status."""
+    message = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    print(f"marginloss guide: {path}: {message}", file=sys.stderr)
+    return status
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception as one short line: ``Type: first line of its message``."""
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    text = text.split(". ", 1)[0]  # the first sentence
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _read_labels(path: Path, key: str | None) -> object:
+    """The labels in ``path``: a tensor, or a list of label sets. Raises _ReadError."""
+    loaders = {".npy": _load_npy, ".pt": _load_pt, ".pth": _load_pt, ".csv": _load_text,
+               ".tsv": _load_text, ".txt": _load_text}
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise _ReadError("no such file") from None
+    except OSError as e:
+        raise _ReadError(f"cannot read it: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise _ReadError("is a directory, not a file of labels")
+    if not stat.S_ISREG(mode):
+        raise _ReadError("is not a regular file")
+    suffix = path.suffix.lower()
+    if suffix not in loaders:
+        raise _ReadError(f"unsupported file type {suffix!r} (use .npy, .pt, .csv or .txt)"
+                         if suffix else "has no extension: name it .npy, .pt, .csv or .txt "
+                                        "after its format")
+    if key is not None and loaders[suffix] is not _load_pt:
+        raise _ReadError("--key applies to .pt files only (a dict of tensors)")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise _ReadError(f"cannot read it: {e.strerror or e}") from None
+    if not data:
+        raise _ReadError("is empty (0 bytes): no labels")
+    return loaders[suffix](data, key)
+
+
+def _text_hint(data: bytes) -> str:
+    """For a binary format holding text: say so, and name the extension that reads it."""
+    try:
+        data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    return "; it looks like text: name it .txt or .csv" if b"\0" not in data[:4096] else ""
+
+
+def _load_npy(data: bytes, key: str | None) -> object:
+    import io
+
+    import numpy as np
+    import torch
+
+    if data.startswith(b"PK"):
+        raise _ReadError("is a zip archive (.npz?), not a .npy array: save the labels with "
+                         "numpy.save")
+    if not data.startswith(b"\x93NUMPY"):
+        raise _ReadError("is not a .npy file (no NumPy header)" + _text_hint(data))
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as e:
+        if "Object arrays" in str(e):
+            raise _ReadError("holds a NumPy object array (Python objects), which is not "
+                             "loaded: save numeric labels, or label sets as lines of a .txt "
+                             "file") from None
+        raise _ReadError(f"is not a valid .npy file ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt: EOFError, OSError, ...
+        raise _ReadError(f"is not a valid .npy file ({_first_line(e)})") from None
+    kinds = {"U": "strings", "S": "bytes", "c": "complex numbers", "M": "dates", "m": "times",
+             "V": "records"}
+    if arr.dtype.kind not in "biuf":
+        raise _ReadError(f"holds an array of {kinds.get(arr.dtype.kind, 'objects')} "
+                         f"(dtype {arr.dtype}), not numeric labels")
+    if arr.dtype.kind == "u" and arr.dtype.itemsize > 1:  # torch's uint16+ lack most ops
+        arr = arr.astype(np.int64)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return _tensor_labels(torch.from_numpy(np.ascontiguousarray(arr)), "")
+
+
+def _load_pt(data: bytes, key: str | None) -> object:
+    import io
+    import pickle
+    import re
+    import warnings
+
+    import torch
+
+    if not data.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip; legacy: a pickle
+        raise _ReadError("is not a PyTorch file (torch.save writes a zip archive)"
+                         + _text_hint(data))
+    try:
+        with warnings.catch_warnings():  # torch's notes on pickle protocols and sparse tensors
+            warnings.simplefilter("ignore")
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
+        raise _ReadError(f"holds {what}, which torch.load(weights_only=True) does not load: "
+                         f"save the labels as a tensor, torch.save(torch.as_tensor(labels), "
+                         f"path)") from None
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt archive: RuntimeError, EOFError
+        raise _ReadError(f"is not a valid PyTorch file ({_first_line(e)})") from None
+    return _pick_labels(obj, key)
+
+
+def _pick_labels(obj: object, key: str | None) -> object:
+    """The labels in what torch.load returned: the object itself, or one entry of a dict."""
+    if not isinstance(obj, dict):
+        if key is not None:
+            raise _ReadError(f"holds {_a(type(obj).__name__)}, not a dict: --key does not "
+                             f"apply")
+        return _as_labels(obj, "")
+    names = sorted(map(str, obj))
+    keys = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    if key is not None:
+        if key not in obj:
+            raise _ReadError(f"has no entry {key!r} (keys: {keys})")
+        name = key
+    else:
+        tensors = [k for k, v in obj.items() if _is_tensor(v)]
+        named = [k for k in _LABEL_KEYS if k in obj]
+        if named:
+            name = named[0]
+        elif len(tensors) == 1:
+            name = tensors[0]
+        elif not tensors:
+            raise _ReadError(f"holds a dict without tensors (keys: {keys})" if obj else
+                             "holds an empty dict: no labels")
+        else:
+            raise _ReadError(f"holds a dict of {len(tensors)} tensors, none named "
+                             f"{', '.join(_LABEL_KEYS)}: pick the labels with --key (keys: "
+                             f"{keys})")
+    return _as_labels(obj[name], f"entry {name!r} ")
+
+
+def _is_tensor(obj: object) -> bool:
+    import torch
+
+    return isinstance(obj, torch.Tensor)
+
+
+def _as_labels(obj: object, where: str) -> object:
+    """A tensor, or a list describe() reads (numbers, rows, label sets); else _ReadError."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return _tensor_labels(obj, where)
+    if isinstance(obj, list | tuple):
+        if not obj:
+            raise _ReadError(f"{where}holds an empty {type(obj).__name__}: no labels")
+        if all(isinstance(v, torch.Tensor) for v in obj) and len({v.shape for v in obj}) == 1:
+            return _tensor_labels(torch.stack(list(obj)), where)  # rows of one width
+        bad = next((v for v in obj if not isinstance(
+            v, int | float | list | tuple | set | frozenset | torch.Tensor)), None)
+        if bad is not None:
+            raise _ReadError(f"{where}holds {_a(type(obj).__name__)} of "
+                             f"{type(bad).__name__}, not labels")
+        return list(obj)
+    raise _ReadError(f"{where}holds {_a(type(obj).__name__)}, not a tensor of labels: save "
+                     f"one with torch.save(torch.as_tensor(labels), path)")
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: ``an int``, ``a set``."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _tensor_labels(t: Any, where: str) -> object:
+    if t.is_complex():
+        raise _ReadError(f"{where}holds a complex tensor ({t.dtype}), not labels")
+    if t.numel() == 0:
+        raise _ReadError(f"{where}holds an empty tensor of shape {tuple(t.shape)}: no labels")
+    return t
+
+
+def _load_text(data: bytes, key: str | None) -> object:
     """Numbers from a .csv/.txt file: a tensor for a table, a list of sets for ragged rows."""
     import torch
 
+    if b"\0" in data:
+        raise _ReadError("is a binary file, not text: a .csv/.txt file holds numbers as text")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise _ReadError(f"is not a text file (byte 0x{data[e.start]:02x} at offset {e.start} "
+                         f"is not UTF-8): a .csv/.txt file holds numbers as text") from None
     rows: list[list[float | int]] = []
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+    for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -152,109 +367,38 @@ def _read_text(path: Path):
         except ValueError:
             if not rows:  # a header line
                 continue
-            raise _ReadError(f"{path}: line {lineno} is not numeric: {raw.strip()!r}") from None
+            shown = raw.strip() if len(raw.strip()) <= 60 else raw.strip()[:57] + "..."
+            raise _ReadError(f"line {lineno} is not numeric: {shown!r}") from None
     if not rows:
-        raise _ReadError(f"{path}: no numbers found")
+        raise _ReadError("holds no numbers: no labels")
     if len({len(r) for r in rows}) > 1:
         bad = [v for r in rows for v in r if not isinstance(v, int)]
         if bad:
-            raise _ReadError(f"{path}: rows of different lengths are read as label sets, which "
-                             f"must hold integer class indices; found {bad[0]!r}")
+            raise _ReadError(f"rows of different lengths are read as label sets, which must "
+                             f"hold integer class indices; found {bad[0]!r}")
         return [set(r) for r in rows]  # ragged rows: label sets
     is_int = all(isinstance(v, int) for r in rows for v in r)
-    t = torch.tensor(rows, dtype=torch.int64 if is_int else torch.float32)
+    try:
+        t = torch.tensor(rows, dtype=torch.int64 if is_int else torch.float32)
+    except (OverflowError, RuntimeError, ValueError) as e:
+        raise _ReadError(f"holds numbers too large for labels ({_first_line(e)})") from None
     return t.reshape(-1) if t.shape[1] == 1 else t
 
 
-def _read_labels(path: Path, key: str | None):
-    import torch
-
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        import numpy as np
-
-        arr = np.load(path, allow_pickle=False)
-        if arr.dtype.kind not in "biuf":
-            raise _ReadError(f"{path}: a {arr.dtype} array does not hold numeric labels")
-        return torch.from_numpy(np.ascontiguousarray(arr))
-    if suffix in (".pt", ".pth"):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(obj, dict):
-            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-            if key is not None:
-                if key not in obj:
-                    raise _ReadError(f"{path}: no key {key!r}; keys: {sorted(map(str, obj))}")
-                obj = obj[key]
-            elif len(tensors) == 1:
-                obj = next(iter(tensors.values()))
-            else:
-                for name in ("target", "targets", "labels", "label", "y"):
-                    if name in tensors:
-                        obj = tensors[name]
-                        break
-                else:
-                    raise _ReadError(f"{path}: a dict of {len(tensors)} tensors; pick the labels "
-                                     f"with --key (keys: {sorted(map(str, obj))})")
-        if isinstance(obj, list | tuple) and not isinstance(obj, torch.Tensor):
-            return list(obj)
-        if not isinstance(obj, torch.Tensor):
-            raise _ReadError(f"{path}: holds a {type(obj).__name__}, not a tensor of labels")
-        return obj
-    if suffix in (".csv", ".txt", ".tsv"):
-        return _read_text(path)
-    raise _ReadError(f"{path}: unsupported file type {suffix!r} (use .npy, .pt, .csv or .txt)")
-
-
-def _guide(args: argparse.Namespace, extra: list[str]) -> int:
-    from marginloss import LabelError, recommend
-
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"marginloss guide: no such file: {path}", file=sys.stderr)
-        return 2
-    try:
-        target = _read_labels(path, args.key)
-        rec = recommend(target, multi_label=args.multi_label, num_classes=args.num_classes,
-                        prefer=args.prefer)
-    except LabelError as e:
-        print(f"marginloss guide: {path}: {e}", file=sys.stderr)
-        return 1
-    except (_ReadError, OSError, ValueError, TypeError, RuntimeError) as e:
-        print(f"marginloss guide: {e}", file=sys.stderr)
-        return 1
-    desc = rec.description
-    print(f"file:        {path}")
-    print(f"convention:  {desc.summary} [{desc.convention}]")
-    print(f"evidence:    dtype {desc.dtype}, shape {desc.shape}, values {desc.values}. "
-          f"{desc.evidence}")
-    if desc.alternatives:
-        from marginloss.labels import CONVENTIONS
-
-        print("could be:    " + "; ".join(CONVENTIONS[a] for a in desc.alternatives))
-    print(f"loss:        {rec.module}.{rec.loss}")
-    print(f"why:         {rec.reason}")
-    print(f"convert:     {rec.code}")
-    print(f"then:        {rec.loss_code}")
-    if rec.alternative:
-        print(f"alternative: {rec.alternative}")
-    return 0
+def _parse_number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() \
+        else value
 
 
 # ----------------------------------------------------------------------------------------------
 # bench
 
 
-def _bench(args: argparse.Namespace, extra: list[str]) -> int:
-    try:
-        from marginloss import benchmark
-    except ImportError as e:
-        if getattr(e, "name", None) not in ("marginloss.benchmark", None):
-            raise
-        print("marginloss bench: this build of marginloss has no benchmark module "
-              "(marginloss.benchmark).", file=sys.stderr)
-        return 2
-    argv = ["--device", args.device] + (["--quick"] if args.quick else []) + extra
-    return int(benchmark.main(argv) or 0)
+def _bench(args: argparse.Namespace) -> int:
+    from marginloss import benchmark
+
+    return benchmark.run(args)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,14 +418,16 @@ def _version_of(module: str) -> str:
     return str(getattr(mod, "__version__", "installed"))
 
 
-def _info(args: argparse.Namespace, extra: list[str]) -> int:
+def _info(args: argparse.Namespace) -> int:
     import importlib.util
     import os
 
     import torch
 
     import marginloss
-    from marginloss._dispatch import select_backend
+    from marginloss import backends
+    from marginloss.backends import native
+    from marginloss.losses import LOSSES
 
     print(f"marginloss  {marginloss.__version__}  ({Path(marginloss.__file__).parent})")
     print(f"python      {platform.python_version()} ({platform.platform()})")
@@ -290,12 +436,10 @@ def _info(args: argparse.Namespace, extra: list[str]) -> int:
     print(f"triton      {_version_of('triton')}")
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("            TRITON_INTERPRET=1 (Triton's CPU interpreter is on)")
-    from marginloss import _native
-
-    problem = _native.unavailable()  # builds the native kernels if they are not cached yet
-    print(f"native      {'built, in ' + str(_native.cache_dir()) if problem is None else problem}")
+    problem = native.status()  # builds the native kernels if they are not cached yet
+    print(f"native      {'built, in ' + str(native.cache_dir()) if problem is None else problem}")
     demo_deps = ", ".join(f"{m} {'yes' if importlib.util.find_spec(m) else 'no'}"
-                          for m in ("sklearn", "river", "matplotlib"))
+                          for m in ("sklearn", "river", "matplotlib", "rich"))
     print(f"demo deps   {demo_deps}")
     print()
     print("devices:")
@@ -312,16 +456,13 @@ def _info(args: argparse.Namespace, extra: list[str]) -> int:
         print("  cuda      not available"
               + ("" if torch.version.cuda else " (this torch build has no CUDA)"))
     print()
-    print('backend each loss uses with backend="auto":')
-    losses = ("soft_margin_loss", "multilabel_soft_margin_loss", "multi_margin_loss",
-              "multilabel_margin_loss")
+    print('backend each loss uses with backend="auto", for a small contiguous batch:')
     for dev in devices:
         for dtype in (torch.float32, torch.bfloat16, torch.float64) if dev == "cuda" else \
-                (torch.float32,):
-            example = torch.empty(2, 3, device=dev, dtype=dtype)
-            for loss in losses:
-                target = torch.zeros_like(example) if "soft" in loss else None
-                name, reason = select_backend("auto", example, loss, target)
-                print(f"  {loss:<28} {dev:<4} {str(dtype).replace('torch.', ''):<8} -> "
-                      f"{name}: {reason}")
+                (torch.float32, torch.float64):
+            for spec in LOSSES:
+                call = spec.call(*spec.sample(2, 3, dtype=dtype, device=dev))
+                backend, reason = backends.explain("auto", spec, call)
+                print(f"  {spec.name:<28} {dev:<4} {str(dtype).replace('torch.', ''):<8} -> "
+                      f"{backend.NAME}: {reason}")
     return 0
