@@ -3,6 +3,7 @@
 import importlib.util
 import os
 
+import pytest
 import torch
 
 # Triton kernels are tested on CPU tensors through Triton's interpreter when there is no GPU.
@@ -12,3 +13,9 @@ if not torch.cuda.is_available():
 
 # Without triton (e.g. macOS), the kernel modules cannot be imported for their doctests.
 collect_ignore_glob = [] if importlib.util.find_spec("triton") else ["src/marginloss/kernels/*"]
+
+
+@pytest.fixture(autouse=True)
+def _doctest_torch(doctest_namespace):
+    """Docstring examples use ``torch`` without importing it, as torch's own docs do."""
+    doctest_namespace["torch"] = torch

@@ -1,4 +1,4 @@
-"""Shared test helpers: inputs per label convention, dtype tolerances, comparisons."""
+"""Shared test helpers: dtype tolerances, comparisons, kink-free inputs per label convention."""
 
 from __future__ import annotations
 
@@ -42,23 +42,25 @@ def make_inputs(loss: str, N: int | None, C: int, dtype=torch.float64, *, margin
     """
     shape = (C,) if N is None else (N, C)
     rows = 1 if N is None else N
-    if loss == "soft_margin":
+    if loss == "soft_margin_loss":
         return scores(shape, dtype), (torch.randint(0, 2, shape) * 2 - 1).to(dtype)
-    if loss == "multilabel_soft_margin":
+    if loss == "multilabel_soft_margin_loss":
         return scores(shape, dtype), torch.randint(0, 2, shape).to(dtype)
     assert (margin * 16) == int(margin * 16), "margin must be a multiple of 1/16"
     is_target = torch.zeros(rows, C, dtype=torch.bool)
-    if loss == "multi_margin":
+    if loss == "multi_margin_loss":
         t = torch.randint(0, C, (rows,))
         is_target[torch.arange(rows), t] = True
         t = t.reshape(()) if N is None else t
-    else:
+    elif loss == "multilabel_margin_loss":
         k = n_targets if n_targets is not None else max(1, C // 3)
         t = torch.full((rows, C), -1, dtype=torch.long)
         for r in range(rows):
-            kr = int(torch.randint(0, k + 1, ()).item()) if n_targets is None else k
+            kr = int(torch.randint(0, k + 1, ())) if n_targets is None else k
             t[r, :kr] = torch.randperm(C)[:kr]
             is_target[r, t[r, :kr]] = True
         t = t.reshape(shape)
+    else:
+        raise KeyError(loss)
     x = torch.where(is_target, _grid((rows, C), 1 / 32), _grid((rows, C), 0.0))
     return x.reshape(shape).to(dtype), t

@@ -14,15 +14,22 @@ import torch
 import torch.nn.functional as TF
 from helpers import assert_close, make_inputs
 
+from loss_cases import CASES, NAMES, cases
+
 import marginloss
 import marginloss.functional as F
 import marginloss.nn as mnn
+from marginloss import backends
+from marginloss.losses import LOSSES
 
-FUNCS = ["soft_margin_loss", "multilabel_soft_margin_loss", "multi_margin_loss",
-         "multilabel_margin_loss"]
-MODULES = ["SoftMarginLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss",
-           "MultiLabelMarginLoss"]
+FUNCS = [spec.name for spec in LOSSES]
+MODULES = [spec.module for spec in LOSSES]
 NEW_OPTIONS = {"validate": True, "backend": "auto"}
+
+
+def test_every_registered_loss_has_a_test_case():
+    """The losses come from one list; the test table covers each of them."""
+    assert FUNCS == NAMES
 
 
 def _params(obj):
@@ -78,9 +85,8 @@ def test_module_state_dict_repr_and_results(name, kwargs):
         assert getattr(ours, attr, None) == getattr(ref, attr, None)
     # state_dict round trip between the two libraries
     ours.load_state_dict(ref.state_dict())
-    loss = {"SoftMarginLoss": "soft_margin", "MultiLabelSoftMarginLoss": "multilabel_soft_margin",
-            "MultiMarginLoss": "multi_margin", "MultiLabelMarginLoss": "multilabel_margin"}[name]
-    x, y = make_inputs(loss, 5, 7, dtype=torch.float32, margin=kwargs.get("margin", 1.0))
+    case = next(c for c in CASES.values() if c.spec.module == name)
+    x, y = case.make((5, 7), torch.float32, margin=kwargs.get("margin", 1.0))
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     a, b = ours(xa, y), ref(xb, y)
     assert_close(a, b)
@@ -98,7 +104,7 @@ def test_module_repr_shows_non_default_options():
 def test_module_to_dtype_moves_weight_buffer_and_works(dtype):
     m = marginloss.MultiMarginLoss(weight=torch.rand(6) + 0.5).to(dtype)
     assert m.weight.dtype == dtype
-    x, y = make_inputs("multi_margin", 4, 6, dtype=dtype)
+    x, y = make_inputs("multi_margin_loss", 4, 6, dtype=dtype)
     out = m(x.requires_grad_(), y)
     out.backward()
     assert out.dtype == dtype and x.grad.dtype == dtype
@@ -115,15 +121,17 @@ def test_module_weight_none_state_dict_empty_like_torch():
            list(torch.nn.MultiMarginLoss().state_dict())
 
 
-def test_module_is_picklable_and_scriptable_in_a_sequential():
-    m = torch.nn.Sequential(torch.nn.Identity())
-    loss = marginloss.MultiLabelMarginLoss()
+@pytest.mark.parametrize("case", cases())
+def test_module_pickles_and_keeps_its_settings(case):
+    kwargs = case.option_sets(5, torch.float32)[-1]
+    loss = case.module(reduction="sum", validate=False, backend="torch", **kwargs)
     buf = io.BytesIO()
     torch.save(loss, buf)
     buf.seek(0)
     again = torch.load(buf, weights_only=False)
-    assert isinstance(again, marginloss.MultiLabelMarginLoss)
-    assert m is not None
+    assert type(again) is type(loss) and repr(again) == repr(loss)
+    x, y = case.make((4, 5), torch.float32, **kwargs)
+    assert torch.equal(again(x, y), loss(x, y))
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -156,43 +164,35 @@ def test_import_hygiene_no_triton_no_device_probe():
     assert out.stdout.strip() == "ok"
 
 
-@pytest.mark.parametrize("loss", ["soft_margin", "multilabel_soft_margin", "multi_margin",
-                                  "multilabel_margin"])
-def test_nothing_the_caller_passed_is_modified(loss):
-    x, y = make_inputs(loss, 9, 11, dtype=torch.float32)
-    kw = {"weight": torch.rand(11)} if loss in ("multi_margin", "multilabel_soft_margin") else {}
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("case", cases())
+def test_nothing_the_caller_passed_is_modified(case, backend):
+    kwargs = case.option_sets(11, torch.float32)[-1]
+    x, y = case.make((9, 11), torch.float32, **kwargs)
     x = x.requires_grad_()
-    before = [t.detach().clone() for t in (x, y, *kw.values())]
-    versions = [t._version for t in (x, y, *kw.values())]
-    getattr(F, f"{loss}_loss")(x, y, reduction="sum", **kw).backward()
-    after = [x, y, *kw.values()]
-    for b, a, v in zip(before, after, versions):
+    tensors = [x, y, *(v for v in kwargs.values() if torch.is_tensor(v))]
+    before = [t.detach().clone() for t in tensors]
+    versions = [t._version for t in tensors]
+    case.ours(x, y, reduction="sum", backend=backend, **kwargs).backward()
+    for b, a, v in zip(before, tensors, versions):
         assert torch.equal(b, a.detach()) and a._version == v
 
 
-@pytest.mark.parametrize("loss", ["soft_margin", "multilabel_soft_margin", "multi_margin",
-                                  "multilabel_margin"])
-def test_deterministic_bitwise(loss):
-    x, y = make_inputs(loss, 300, 1000, dtype=torch.float32)
-    fn = getattr(F, f"{loss}_loss")
+@pytest.mark.parametrize("case", cases())
+def test_deterministic_bitwise(case):
+    x, y = case.make((300, 1000), torch.float32)
     runs = []
     for _ in range(2):
         xa = x.clone().requires_grad_()
-        out = fn(xa, y)
+        out = case.ours(xa, y)
         out.backward()
         runs.append((out, xa.grad))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
 
 
-def test_backend_torch_forced_and_auto_agree_on_cpu():
-    x, y = make_inputs("multi_margin", 8, 6, dtype=torch.float32)
-    assert torch.equal(F.multi_margin_loss(x, y, backend="torch"), F.multi_margin_loss(x, y))
-
-
-def test_validate_false_gives_the_same_result():
-    x, y = make_inputs("multilabel_margin", 8, 6, dtype=torch.float32)
-    assert torch.equal(F.multilabel_margin_loss(x, y, validate=False),
-                       F.multilabel_margin_loss(x, y))
+def test_backend_names_are_the_literal_and_the_backend_modules():
+    assert backends.BACKENDS == ("auto", "torch", "triton", "native")
+    assert {b.NAME for b in backends.AUTO_ORDER} == set(backends.BACKENDS) - {"auto"}
 
 
 def test_public_api_is_small():
@@ -200,3 +200,4 @@ def test_public_api_is_small():
     assert set(mnn.__all__) == set(MODULES)
     for name in marginloss.__all__:
         assert hasattr(marginloss, name)
+    assert marginloss.errors.LabelError is marginloss.LabelError

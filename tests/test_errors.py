@@ -1,138 +1,111 @@
-"""Every bad input raises before any work, naming the argument, the expectation and the fix."""
+"""Every bad input raises before any work, naming the argument, the expectation and the fix.
+
+The generic mistakes (non-tensor or integer scores, bad options, a target that requires grad or
+lives on another device) run for every registered loss; each loss's own label and shape
+mistakes come from its entry in tests/loss_cases.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from loss_cases import CASES, cases
 
 import marginloss
-import marginloss.functional as F
+import marginloss.errors
 from marginloss import BackendUnavailableError, DtypeError, LabelError, ShapeError
 
-x22 = torch.randn(2, 3)
 
-
-def test_error_classes_subclass_builtin_exceptions():
+def test_error_classes_are_public_and_subclass_builtin_exceptions():
+    assert marginloss.errors.LabelError is LabelError
+    assert LabelError.__module__ == "marginloss.errors"
     assert issubclass(LabelError, ValueError)
     assert issubclass(ShapeError, ValueError)
     assert issubclass(DtypeError, TypeError)
     assert issubclass(BackendUnavailableError, RuntimeError)
 
 
-# (function, args, kwargs, exception, regex fragments that must all appear in the message)
-CASES = [
-    # soft_margin_loss: the {0,1} mistake, soft labels, NaN, shapes
-    ("sm-01", F.soft_margin_loss, (x22, torch.tensor([[0.0, 1, 1], [1, 0, 0]])), {}, LabelError,
-     ["soft_margin_loss", "`target`", "{-1, +1}", "{0, 1}", "to_pm1", "validate=False"]),
-    ("sm-bool", F.soft_margin_loss, (x22, torch.ones(2, 3, dtype=torch.bool)), {}, LabelError,
-     ["{0, 1}", "to_pm1"]),
-    ("sm-soft", F.soft_margin_loss, (x22, torch.full((2, 3), 0.5)), {}, LabelError,
-     ["0.5", "multilabel_soft_margin_loss"]),
-    ("sm-nan", F.soft_margin_loss, (x22, torch.tensor([[1.0, float("nan"), 1], [1, 1, 1]])), {},
-     LabelError, ["nan", "NaN"]),
-    ("sm-shape", F.soft_margin_loss, (x22, torch.ones(3, 2)), {}, ShapeError,
-     ["`target`", r"(3, 2)", r"(2, 3)"]),
-    ("sm-int-input", F.soft_margin_loss, (torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3)),
-     {}, DtypeError, ["`input`", "floating", "torch.int64", "input.float()"]),
-    ("sm-not-tensor", F.soft_margin_loss, (x22, [1, -1]), {}, DtypeError,
-     ["`target`", "torch.Tensor", "list"]),
-    # multilabel_soft_margin_loss: the ±1 mistake, index lists, class indices, weight shape
-    ("mlsm-pm1", F.multilabel_soft_margin_loss, (x22, torch.tensor([[1.0, -1, 1], [-1, 1, 1]])),
-     {}, LabelError, ["multilabel_soft_margin_loss", "[0, 1]", "±1", "to_01"]),
-    ("mlsm-padded", F.multilabel_soft_margin_loss, (x22, torch.tensor([[2, 0, -1], [1, -1, -1]])),
-     {}, LabelError, ["-1-padded", "padded_to_multi_hot"]),
-    ("mlsm-indices", F.multilabel_soft_margin_loss, (x22, torch.tensor([[2, 0, 1], [1, 2, 2]])),
-     {}, LabelError, ["class indices", "indices_to_multi_hot"]),
-    ("mlsm-shape", F.multilabel_soft_margin_loss, (x22, torch.tensor([2, 0])), {}, ShapeError,
-     ["`target`", r"(2,)", "indices_to_multi_hot", "num_classes=3"]),
-    ("mlsm-weight-shape", F.multilabel_soft_margin_loss, (x22, torch.ones(2, 3)),
-     {"weight": torch.ones(4)}, ShapeError, ["`weight`", r"(4,)", r"(3,)"]),
-    ("mlsm-0d", F.multilabel_soft_margin_loss, (torch.tensor(1.0), torch.tensor(1.0)), {},
-     ShapeError, ["0-d", r"(N, C)"]),
-    # multi_margin_loss
-    ("mm-range", F.multi_margin_loss, (x22, torch.tensor([0, 3])), {}, LabelError,
-     ["multi_margin_loss", r"[0, 3)", r"[0, 3]", "target - 1"]),
-    ("mm-negative", F.multi_margin_loss, (x22, torch.tensor([0, -1])), {}, LabelError,
-     [r"[0, 3)", r"[-1, 0]"]),
-    ("mm-float-target", F.multi_margin_loss, (x22, torch.tensor([0.0, 1.0])), {}, DtypeError,
-     ["`target`", "integer", "torch.float32", "target.long()"]),
-    ("mm-one-hot", F.multi_margin_loss, (x22, torch.tensor([[1, 0, 0], [0, 1, 0]])), {},
-     ShapeError, ["one class index per sample", "argmax"]),
-    ("mm-p", F.multi_margin_loss, (x22, torch.tensor([0, 1])), {"p": 3}, ValueError,
-     ["`p`", "1 or 2", "3"]),
-    ("mm-weight", F.multi_margin_loss, (x22, torch.tensor([0, 1])), {"weight": torch.ones(2)},
-     ShapeError, ["`weight`", r"(3,)", r"(2,)"]),
-    ("mm-3d", F.multi_margin_loss, (torch.randn(2, 2, 3), torch.tensor([0, 1])), {}, ShapeError,
-     [r"(C,) or (N, C)", "reshape"]),
-    # multilabel_margin_loss
-    ("mlm-mask", F.multilabel_margin_loss, (torch.randn(2, 4), torch.tensor([[0, 1, 1, 0],
-                                                                            [1, 0, 0, 0]])),
-     {}, LabelError, ["multi-hot mask", "multi_hot_to_padded", "multilabel_soft_margin_loss"]),
-    ("mlm-range", F.multilabel_margin_loss, (x22, torch.tensor([[0, 3, -1], [1, -1, -1]])), {},
-     LabelError, [r"[0, 3)", "-1", r"[-1, 3]"]),
-    ("mlm-below", F.multilabel_margin_loss, (x22, torch.tensor([[0, -2, -1], [1, -1, -1]])), {},
-     LabelError, [r"[-2, 1]"]),
-    ("mlm-float", F.multilabel_margin_loss, (x22, torch.zeros(2, 3)), {}, DtypeError,
-     ["integer", "padded with -1", "multi_hot_to_padded"]),
-    ("mlm-shape", F.multilabel_margin_loss, (x22, torch.tensor([0, 1])), {}, ShapeError,
-     ["`target`", r"(2, 3)", "sets_to_padded"]),
-    # options, shared by all
-    ("reduction", F.soft_margin_loss, (x22, torch.ones(2, 3)), {"reduction": "avg"}, ValueError,
-     ["avg", "reduction"]),
-    ("backend", F.multi_margin_loss, (x22, torch.tensor([0, 1])), {"backend": "cuda"},
-     ValueError, ["`backend`", "'auto', 'torch', 'triton' or 'native'", "'cuda'"]),
-    ("validate", F.multi_margin_loss, (x22, torch.tensor([0, 1])), {"validate": "yes"},
-     TypeError, ["`validate`", "True or False"]),
-    ("target-grad", F.soft_margin_loss, (x22, torch.ones(2, 3, requires_grad=True)), {},
-     ValueError, ["`target` requires grad", "target.detach()"]),
-    ("weight-grad", F.multilabel_soft_margin_loss, (x22, torch.ones(2, 3)),
-     {"weight": torch.ones(3, requires_grad=True)}, ValueError, ["`weight` requires grad"]),
-    ("device", F.soft_margin_loss, (x22, torch.ones(2, 3, device="meta")), {}, ValueError,
-     ["same device"]),
-]
+MISTAKES = [pytest.param(case, m, id=f"{case.name}-{m.id}")
+            for case in CASES.values() for m in case.mistakes]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_error_message(case):
-    _, fn, args, kwargs, exc, fragments = case
-    with pytest.raises(exc) as info:
-        fn(*args, **kwargs)
-    msg = str(info.value)
-    for fragment in fragments:
-        assert fragment in msg, (fragment, msg)
+def _call(case, mistake, **extra):
+    x = mistake.input() if mistake.input else torch.randn(2, 3)
+    return case.ours(x, mistake.target(x), **(mistake.kwargs or {}), **extra)
 
 
-VALUE_CASES = [c for c in CASES if c[4] is LabelError]
+@pytest.mark.parametrize("case, mistake", MISTAKES)
+def test_error_message(case, mistake):
+    with pytest.raises(mistake.error) as info:
+        _call(case, mistake)
+    for fragment in mistake.fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
 
 
-@pytest.mark.parametrize("case", VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
-def test_validate_false_skips_value_checks_only(case):
-    _, fn, args, kwargs, _, _ = case
-    if fn in (F.multi_margin_loss, F.multilabel_margin_loss) and not fn is F.multilabel_margin_loss:
-        args = (args[0], args[1].clamp(0, args[0].shape[-1] - 1))  # keep indices in range
-    if fn is F.multilabel_margin_loss:
-        args = (args[0], args[1].clamp(-1, args[0].shape[-1] - 1))
-    out = fn(*args, **kwargs, validate=False)
-    assert out.dim() == 0
+VALUE_MISTAKES = [p for p in MISTAKES if p.values[1].error is LabelError]
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c[4] in (ShapeError, DtypeError)],
-                         ids=[c[0] for c in CASES if c[4] in (ShapeError, DtypeError)])
-def test_shape_and_dtype_checks_always_run(case):
-    _, fn, args, kwargs, exc, _ = case
-    with pytest.raises(exc):
-        fn(*args, **kwargs, validate=False)
+@pytest.mark.parametrize("case, mistake", VALUE_MISTAKES)
+def test_validate_false_skips_value_checks_only(case, mistake):
+    """validate=False computes what torch computes for the same (in-range) values."""
+    x = mistake.input() if mistake.input else torch.randn(2, 3)
+    target = mistake.target(x)
+    if not target.is_floating_point() and target.dtype != torch.bool:
+        target = target.clamp(-1 if case.name == "multilabel_margin_loss" else 0,
+                              x.shape[-1] - 1)  # out-of-range indices are undefined
+    ours = case.ours(x, target, validate=False)
+    ref = case.ref(x, target.to(x.dtype) if target.dtype == torch.bool else target)
+    torch.testing.assert_close(ours, ref, equal_nan=True)
 
 
-def test_errors_raise_before_any_work_on_the_input():
+@pytest.mark.parametrize("case, mistake", [p for p in MISTAKES
+                                           if p.values[1].error in (ShapeError, DtypeError)])
+def test_shape_and_dtype_checks_always_run(case, mistake):
+    with pytest.raises(mistake.error):
+        _call(case, mistake, validate=False)
+
+
+@pytest.mark.parametrize("case", cases())
+def test_generic_mistakes(case):
+    x = torch.randn(2, 3)
+    y = case.valid_target(x)
+    expected = [
+        (lambda: case.ours(torch.ones(2, 3, dtype=torch.long), y), DtypeError,
+         ["`input`", "floating", "torch.int64", "input.float()"]),
+        (lambda: case.ours(x.tolist(), y), DtypeError, ["`input`", "torch.Tensor", "list"]),
+        (lambda: case.ours(x, y.tolist()), DtypeError, ["`target`", "torch.Tensor", "list"]),
+        (lambda: case.ours(x, y, reduction="avg"), ValueError, ["avg", "reduction"]),
+        (lambda: case.ours(x, y, backend="cuda"), ValueError,
+         ["`backend`", "'auto', 'torch', 'triton' or 'native'", "'cuda'"]),
+        (lambda: case.ours(x, y, validate="yes"), TypeError, ["`validate`", "True or False"]),
+        (lambda: case.ours(x, y.to("meta")), ValueError, ["same device"]),
+    ]
+    if y.is_floating_point():
+        expected.append((lambda: case.ours(x, y.clone().requires_grad_()), ValueError,
+                         ["`target` requires grad", "target.detach()"]))
+    if case.spec.weighted:
+        expected.append((lambda: case.ours(x, y, weight=torch.ones(3, requires_grad=True)),
+                         ValueError, ["`weight` requires grad"]))
+    for call, error, fragments in expected:
+        with pytest.raises(error) as info:
+            call()
+        for fragment in fragments:
+            assert fragment in str(info.value), (fragment, str(info.value))
+
+
+@pytest.mark.parametrize("case", cases())
+def test_errors_raise_before_any_work_on_the_input(case):
     """A failing call leaves no trace: the input's gradient stays None."""
-    x = torch.randn(2, 3, requires_grad=True)
+    mistake = next(m for m in case.mistakes if m.error is LabelError)
+    x = (mistake.input() if mistake.input else torch.randn(2, 3)).requires_grad_()
     with pytest.raises(LabelError):
-        F.soft_margin_loss(x, torch.zeros(2, 3)).backward()
+        case.ours(x, mistake.target(x)).backward()
     assert x.grad is None
 
 
 def test_targets_in_convention_pass_validation():
+    x22 = torch.randn(2, 3)
+    F = marginloss.functional
     F.soft_margin_loss(x22, torch.tensor([[1, -1, 1], [-1, -1, 1]]))  # int ±1 is fine
     F.multilabel_soft_margin_loss(x22, torch.full((2, 3), 0.3))  # soft labels
     F.multilabel_soft_margin_loss(x22, torch.ones(2, 3, dtype=torch.bool))  # bool mask
@@ -141,23 +114,31 @@ def test_targets_in_convention_pass_validation():
     F.multilabel_margin_loss(torch.randn(2, 2), torch.tensor([[0, 1], [1, -1]]))  # C = 2
 
 
-def test_backend_triton_on_cpu_without_interpreter_says_why(monkeypatch):
+@pytest.mark.parametrize("case", cases())
+def test_backend_triton_on_cpu_without_interpreter_says_why(case, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x = torch.randn(2, 3)
     with pytest.raises(BackendUnavailableError, match="input is on cpu.*CUDA"):
-        F.soft_margin_loss(x22, torch.ones(2, 3), backend="triton")
+        case.ours(x, case.valid_target(x), backend="triton")
 
 
-def test_backend_triton_rejects_float64_with_reason():
+@pytest.mark.parametrize("case", cases())
+def test_backend_triton_rejects_float64_with_reason(case):
+    x = torch.randn(2, 3, dtype=torch.float64)
     with pytest.raises(BackendUnavailableError, match="float64"):
-        F.multi_margin_loss(x22.double(), torch.tensor([0, 1]), backend="triton")
+        case.ours(x, case.valid_target(x), backend="triton")
 
 
-def test_auto_never_sends_cpu_tensors_to_the_interpreter(monkeypatch):
-    from marginloss._dispatch import select_backend
+@pytest.mark.parametrize("case", cases())
+def test_auto_never_sends_cpu_tensors_to_the_interpreter(case, monkeypatch):
+    from marginloss import backends
+    from marginloss.losses import Call
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    name, reason = select_backend("auto", x22)
-    assert name == "torch" and "cpu" in reason
+    x = torch.randn(2, 3, dtype=torch.float64)
+    call = Call((x,), case.valid_target(x), None, (), "mean", (False,))
+    backend = backends.select("auto", case.spec, call)
+    assert backend.NAME == "torch"
 
 
 @pytest.mark.parametrize("cls, kwargs, exc, fragment", [
@@ -169,3 +150,23 @@ def test_auto_never_sends_cpu_tensors_to_the_interpreter(monkeypatch):
 def test_module_constructor_errors(cls, kwargs, exc, fragment):
     with pytest.raises(exc, match=fragment):
         getattr(marginloss, cls)(**kwargs)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("case", cases())
+def test_a_repeated_call_still_checks_its_labels(case, backend):
+    """Eager calls that repeat an earlier call's shapes skip the metadata checks they passed
+    (pipeline plans), never the label check: it reads this call's values."""
+    mistake = next(m for m in case.mistakes if m.error is LabelError and not m.kwargs)
+    x = mistake.input() if mistake.input else torch.randn(2, 3)
+    bad = mistake.target(x)
+    good = case.valid_target(x).to(bad.dtype)
+    for _ in range(3):
+        case.ours(x, good, backend=backend)
+        case.ours(x.requires_grad_(), good, backend=backend).backward()
+    with pytest.raises(LabelError):
+        case.ours(x, bad, backend=backend)
+    # and a target that requires grad is still refused when the shapes repeat
+    if good.is_floating_point():
+        with pytest.raises(ValueError, match="requires grad"):
+            case.ours(x, good.clone().requires_grad_(), backend=backend)

@@ -1,4 +1,9 @@
-"""The native CPU kernels (csrc/logistic.c): accuracy, threads, label check, selection, build."""
+"""The native backend (marginloss.backends.native, csrc/*.c): every loss against torch in float64,
+edge cases, accuracy, threads, label counts, memory safety, building, caching and forking.
+
+The kernels are called directly, ``native.run(spec, call)``, with canonical calls built here (the
+layout every backend receives), so these tests do not depend on the pipeline above the backend.
+"""
 
 from __future__ import annotations
 
@@ -6,259 +11,592 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 import torch
 import torch.nn.functional as TF
-from helpers import REDUCTIONS, assert_close
 
-import marginloss.functional as F
-from marginloss import LabelError, _native
-from marginloss._dispatch import BackendUnavailableError, select_backend
+from marginloss.backends import native
+from marginloss.backends._common import grad_scale
+from marginloss.losses import LOSSES, Call
 
-needs_native = pytest.mark.skipif(_native.unavailable() is not None,
-                                  reason=f"native kernels unavailable: {_native.unavailable()}")
+SPECS = {spec.name: spec for spec in LOSSES}
+SM, MLSM, MM, MLM = ("soft_margin_loss", "multilabel_soft_margin_loss", "multi_margin_loss",
+                     "multilabel_margin_loss")
+REDUCTIONS = ("none", "mean", "sum")
+INF, NAN = float("inf"), float("nan")
+
+needs_native = pytest.mark.skipif(native.status() is not None,
+                                  reason=f"native kernels unavailable: {native.status()}")
+pytestmark = needs_native
 
 
-def _softplus64(t: torch.Tensor) -> torch.Tensor:
-    t = t.double()
-    return t.clamp_min(0) + torch.log1p(torch.exp(-t.abs()))
+# ----------------------------------------------------------------------------------------------
+# helpers
 
 
-def _pm1(shape):
+def call(x, target, weight=None, options=(), reduction="mean", need_grad=True) -> Call:
+    """A canonical call with one input."""
+    return Call((x,), target, weight, tuple(options), reduction, (need_grad,))
+
+
+def run(name, c: Call):
+    """``native.run`` after checking that the backend accepts the call."""
+    spec = SPECS[name]
+    problem = native.unavailable(spec, c)
+    assert problem is None, problem
+    return native.run(spec, c)
+
+
+def reference(name, c: Call):
+    """torch.nn.functional's loss and input gradient (unit upstream) in float64."""
+    x = c.inputs[0].double().requires_grad_()
+    t = c.target.double() if c.target.is_floating_point() else c.target
+    w = None if c.weight is None else c.weight.double()
+    kwargs = {}
+    row_weight = None
+    if name == MM:
+        kwargs = {"p": c.options[0], "margin": c.options[1]}
+        if w is not None and w.dim() == 2:  # a full weight: row n weighs w[n, y_n]
+            safe = c.target.clamp(0, x.shape[1] - 1)
+            row_weight = w.gather(1, safe.unsqueeze(1)).squeeze(1)
+        else:
+            kwargs["weight"] = w
+    elif name == MLSM:
+        kwargs = {"weight": w}
+    rows = getattr(TF, name)(x, t, reduction="none", **kwargs)
+    if row_weight is not None:
+        rows = rows * row_weight
+    loss = {"none": rows, "sum": rows.sum(), "mean": rows.mean()}[c.reduction]
+    loss.backward(torch.ones_like(loss))
+    return loss.detach(), x.grad
+
+
+def assert_matches(name, c: Call, rtol=2e-6, atol=1e-6, bad=0):
+    """Loss and gradient of the native kernel match :func:`reference`."""
+    res = run(name, c)
+    ref_loss, ref_grad = reference(name, c)
+    assert res.loss.dtype == torch.float32 and res.loss.shape == ref_loss.shape
+    torch.testing.assert_close(res.loss.double(), ref_loss, rtol=rtol, atol=atol,
+                               equal_nan=True)
+    if c.need_grad[0]:
+        g = res.grads[0]
+        assert g.dtype == torch.float32 and g.shape == c.inputs[0].shape
+        torch.testing.assert_close(g.double(), ref_grad, rtol=rtol, atol=atol * 1e-2)
+    else:
+        assert res.grads == (None,)
+    assert res.bad_labels == bad
+    return res
+
+
+def grid(shape, scale=24):
+    """Scores k/16, |x| <= 4: exact in float32, and every hinge argument is exact."""
+    return (torch.randn(shape, dtype=torch.float64) * scale).round().clamp(-64, 64).div(16).float()
+
+
+def pm1(shape):
+    """Random labels -1 / +1."""
     return (torch.randint(0, 2, shape) * 2 - 1).float()
 
 
-@needs_native
-@pytest.mark.parametrize("shape", [(), (1,), (7,), (3, 5), (17, 33), (2, 3, 4, 5), (4, 1031)])
+def index_lists(n, c, k=None, *, tail="pad"):
+    """-1 terminated class lists (k per row, else random lengths), distinct classes; after the
+    terminator, -1 padding or (tail="junk") valid indices that must be ignored."""
+    t = torch.full((n, c), -1, dtype=torch.int64)
+    for r in range(n):
+        kr = int(torch.randint(0, c + 1, ())) if k is None else k
+        t[r, :kr] = torch.randperm(c)[:kr]
+        if tail == "junk" and kr + 1 < c:
+            t[r, kr + 1:] = torch.randint(0, c, (c - kr - 1,))
+    return t
+
+
+# ----------------------------------------------------------------------------------------------
+# the descriptors
+
+
+def test_every_loss_has_a_kernel_that_matches_its_spec():
+    """Every loss that lists the native backend has a kernel, and its descriptor agrees."""
+    for spec in LOSSES:
+        if "native" not in spec.backends:
+            continue
+        k = native._kernel(spec.name)
+        assert not isinstance(k, str), k
+        assert k.elementwise == bool(spec.elementwise)
+        assert k.n_opts == len(spec.options) and k.n_inputs == len(spec.inputs)
+        assert (k.weight != 0) == spec.weighted
+        assert (k.target is not None) == spec.has_target
+
+
+def test_a_loss_without_a_kernel_is_unavailable_with_the_reason():
+    stub = types.SimpleNamespace(name="no_such_loss", elementwise=False, options=(),
+                                 out_dtype=lambda c: torch.float32)
+    c = call(torch.randn(2, 3), None)
+    assert native.unavailable(stub, c) == "there is no native kernel for no_such_loss"
+    with pytest.raises(RuntimeError, match="no native kernel"):
+        native.run(stub, c)
+
+
+# ----------------------------------------------------------------------------------------------
+# parity with torch (float64 oracle)
+
+# short rows (one or several blocks of rows, a partial last block), long rows, rows of several
+# chunks
+SHAPES = [(1, 1), (3, 7), (17, 33), (64, 10), (1000, 7), (300, 128), (5, 600), (2, 1500),
+          (1, 40000), (3, 17000)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_soft_margin_native_matches_torch(shape, reduction):
-    x, y = torch.randn(shape) * 3, _pm1(shape)
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    a = F.soft_margin_loss(xa, y, reduction=reduction, backend="native")
-    b = TF.soft_margin_loss(xb, y, reduction=reduction)
-    g = torch.rand(b.shape) + 0.5  # an upstream gradient != 1
-    a.backward(g)
-    b.backward(g)
-    assert a.dtype == b.dtype == torch.float32
-    assert_close(a, b)
-    assert_close(xa.grad, xb.grad)
+@pytest.mark.parametrize("need_grad", [True, False])
+def test_soft_margin_loss(shape, reduction, need_grad):
+    x, y = torch.randn(shape) * 3, pm1(shape)
+    assert_matches(SM, call(x, y, reduction=reduction, need_grad=need_grad))
 
 
-@needs_native
-@pytest.mark.parametrize("N, C", [(1, 1), (3, 7), (17, 33), (5, 600), (2, 1500)])
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weight", [None, "class", "full"])
-def test_multilabel_soft_margin_native_matches_torch(N, C, reduction, weight):
-    x = torch.randn(N, C) * 3
-    y = torch.rand(N, C).round_()
+def test_multilabel_soft_margin_loss(shape, reduction, weight):
+    x = torch.randn(shape) * 3
+    y = torch.rand(shape).round_()
     y[0, 0] = 0.25  # a soft label
-    w = {None: None, "class": torch.rand(C) + 0.5, "full": torch.rand(N, C) + 0.5}[weight]
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    a = F.multilabel_soft_margin_loss(xa, y, weight=w, reduction=reduction, backend="native")
-    b = TF.multilabel_soft_margin_loss(xb, y, weight=w, reduction=reduction)
-    g = torch.rand(b.shape) + 0.5
-    a.backward(g)
-    b.backward(g)
-    assert_close(a, b)
-    assert_close(xa.grad, xb.grad)
+    w = {None: None, "class": torch.rand(shape[1]) + 0.5,
+         "full": torch.rand(shape) + 0.5}[weight]
+    assert_matches(MLSM, call(x, y, w, reduction=reduction))
+    if weight == "class":  # also expanded over the rows: read as the per-class weight
+        assert_matches(MLSM, call(x, y, w.expand(shape), reduction=reduction))
+    if weight == "full":  # and without the gradient
+        assert_matches(MLSM, call(x, y, w, reduction=reduction, need_grad=False))
 
 
-@needs_native
-def test_elementwise_accuracy_over_the_whole_range():
-    """Loss and gradient within 5 float32 ulps (2^-23 each) of float64 math, from -1e4 to 1e4
-    (tiny tails, denormal results and the kinks of the range reduction included)."""
-    m = torch.cat([torch.linspace(-110, 110, 200_001), torch.tensor([-1e4, -1e3, 1e3, 1e4]),
-                   torch.logspace(-8, 0, 1000), -torch.logspace(-8, 0, 1000)])
-    y = torch.ones_like(m)
-    x = m.clone().requires_grad_()
-    loss = F.soft_margin_loss(x, y, reduction="none", backend="native")
-    loss.sum().backward()
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 33), (5, 600), (64, 10), (2, 5000)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("margin", [1.0, 0.5, 0.0, -0.5, 2.0])
+def test_multi_margin_loss(shape, reduction, p, margin):
+    n, c = shape
+    x, t = grid(shape), torch.randint(0, c, (n,))
+    assert_matches(MM, call(x, t, None, (p, margin), reduction))
+
+
+@pytest.mark.parametrize("weight", ["class", "full"])
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_multi_margin_loss_weighted(weight, p, reduction):
+    n, c = 19, 37
+    x, t = grid((n, c)), torch.randint(0, c, (n,))
+    w = torch.rand(c) + 0.5 if weight == "class" else torch.rand(n, c) + 0.5
+    assert_matches(MM, call(x, t, w, (p, 1.0), reduction))
+    if weight == "class":
+        torch.testing.assert_close(run(MM, call(x, t, w.expand(n, c), (p, 1.0), reduction)),
+                                   run(MM, call(x, t, w, (p, 1.0), reduction)))
+    assert_matches(MM, call(x, t, w, (p, 0.25), reduction, need_grad=False))
+
+
+def test_multi_margin_loss_ties_use_the_strict_subgradient():
+    """z = 0 exactly (x_j = x_y - margin) is inactive: no loss, zero gradient."""
+    x = torch.tensor([[1.0, 0.0, 2.0, 0.5]])
+    res = assert_matches(MM, call(x, torch.tensor([0]), None, (1, 1.0), "sum"))
+    assert res.grads[0].tolist() == [[-0.5, 0.0, 0.25, 0.25]]  # j = 1 has z = 0
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 33), (5, 600), (64, 10), (3, 3000)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("tail", ["pad", "junk"])
+def test_multilabel_margin_loss(shape, reduction, tail):
+    n, c = shape
+    x, t = grid(shape), index_lists(n, c, tail=tail)
+    assert_matches(MLM, call(x, t, reduction=reduction))
+    assert_matches(MLM, call(x, t, reduction=reduction, need_grad=False))
+
+
+@pytest.mark.parametrize("c", [1, 2, 3, 6, 64])
+def test_multilabel_margin_loss_every_list_length(c):
+    """K = 0 .. C: empty lists, all-target rows, and both sides of the kernel's switches (sorting
+    by insertion or radix, counting against all keys or by search)."""
+    lengths = range(c + 1) if c <= 6 else [0, 1, 2, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40,
+                                           63, 64]
+    for k in lengths:
+        x, t = grid((4, c)), index_lists(4, c, k, tail="junk")
+        assert_matches(MLM, call(x, t, reduction="none"))
+
+
+def test_multilabel_margin_loss_long_lists_and_ties():
+    """Radix-sorted lists of hundreds of targets; every score on a coarse grid, so many keys
+    tie and many hinge arguments are exactly 0 (inactive)."""
+    for k in (100, 700, 1400):
+        x = (torch.randint(-8, 9, (6, 1500)) / 4).float()
+        assert_matches(MLM, call(x, index_lists(6, 1500, k), reduction="sum"))
+    x = torch.randn(5, 300) * 1e3  # wide range: signs and exponents differ in every byte
+    x[:, :50] = -x[:, :50].abs()
+    assert_matches(MLM, call(x, index_lists(5, 300, 200), reduction="none"))
+
+
+def test_multilabel_margin_loss_duplicates_count_once_per_listing():
+    x = torch.tensor([[0.1, 0.2, 0.4, 0.3, -0.5]] * 3)
+    t = torch.tensor([[2, 2, 0, -1, 4], [1, 1, 1, 1, 1], [4, 0, 4, 0, -1]])
+    assert_matches(MLM, call(x, t, reduction="none"))
+
+
+def test_multilabel_margin_loss_infinite_scores_give_torchs_result():
+    """Only terms with a non-zero count are added, so 0 * inf never appears (torch: 0.15)."""
+    x = torch.tensor([[0.5, -INF, 2.0, 0.1]])
+    res = run(MLM, call(x, torch.tensor([[0, 2, -1, -1]]), reduction="none"))
+    assert res.loss.item() == pytest.approx(0.15)
+    assert res.grads[0].tolist() == [[-0.25, 0.0, 0.0, 0.25]]
+
+
+VALUES = [INF, -INF, NAN, 0.5, 3.0]
+
+
+@pytest.mark.parametrize("name", [MM, MLM])
+def test_hinge_losses_with_inf_and_nan_scores_match_torch_float32(name):
+    """Every mix of +-inf, NaN and finite scores gives torch's float32 loss and gradient: both
+    ignore pairs whose hinge argument is NaN, and both give +inf for an active infinite pair
+    (torch gives no NaN in any of these cases)."""
+    import itertools
+
+    rows = [list(v) + [0.2] for v in itertools.product(VALUES, repeat=3)]
+    x = torch.tensor(rows)
+    n = x.shape[0]
+    if name == MM:
+        cases = [(torch.full((n,), y), (p, 1.0)) for y in (0, 3) for p in (1, 2)]
+    else:
+        cases = [(torch.tensor([t] * n), ()) for t in
+                 ([0, -1, -1, -1], [0, 1, -1, -1], [2, 0, 0, -1], [3, -1, 0, 0])]
+    for target, options in cases:
+        res = run(name, call(x, target, None, options, "none"))
+        xr = x.clone().requires_grad_()
+        kwargs = {"p": options[0], "margin": options[1]} if name == MM else {}
+        ref = getattr(TF, name)(xr, target, reduction="none", **kwargs)
+        ref.sum().backward()
+        torch.testing.assert_close(res.loss, ref.detach(), equal_nan=True, rtol=1e-6, atol=0)
+        torch.testing.assert_close(res.grads[0], xr.grad, equal_nan=True, rtol=1e-6, atol=0)
+
+
+def test_logistic_losses_with_inf_and_nan_scores():
+    """torch's values, except the soft margin gradient at y x = -inf: torch computes inf / inf
+    = NaN there, the kernel gives the limit -y."""
+    x = torch.tensor([[INF, -INF, NAN, INF, -INF, NAN]])
+    y = torch.tensor([[1.0, 1, 1, -1, -1, -1]])
+    res = run(SM, call(x, y, reduction="none"))
+    assert res.loss.tolist()[0][:2] == [0, INF] and res.loss.tolist()[0][3:5] == [INF, 0]
+    assert res.grads[0].tolist()[0][:2] == [0, -1] and res.grads[0].tolist()[0][3:5] == [1, 0]
+    assert res.loss[0, 2].isnan() and res.grads[0][0, 5].isnan()
+    y01 = (y + 1) / 2
+    res = run(MLSM, call(x.reshape(-1, 1).contiguous(), y01.reshape(-1, 1).contiguous(),
+                         reduction="none"))
+    xr = x.reshape(-1, 1).clone().requires_grad_()
+    ref = TF.multilabel_soft_margin_loss(xr, y01.reshape(-1, 1), reduction="none")
+    ref.sum().backward()
+    torch.testing.assert_close(res.loss, ref.detach(), equal_nan=True)
+    torch.testing.assert_close(res.grads[0], xr.grad, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", [SM, MLSM, MM, MLM])
+def test_one_class_and_no_rows(name):
+    target = {SM: pm1((5, 1)), MLSM: torch.ones(5, 1), MM: torch.zeros(5, dtype=torch.int64),
+              MLM: torch.tensor([[0], [-1], [0], [0], [-1]])}[name]
+    options = (1, 1.0) if name == MM else ()
+    assert_matches(name, call(grid((5, 1)), target, None, options, "none"))
+    # N = 0: the kernels handle it (the backend selector normally keeps empty calls away)
+    empty_target = {SM: torch.empty(0, 4), MLSM: torch.empty(0, 4),
+                    MM: torch.empty(0, dtype=torch.int64),
+                    MLM: torch.empty(0, 4, dtype=torch.int64)}[name]
+    for reduction in REDUCTIONS:
+        res = run(name, call(torch.empty(0, 4), empty_target, None, options, reduction))
+        assert res.bad_labels == 0 and res.grads[0].shape == (0, 4)
+        if reduction == "mean":
+            assert res.loss.isnan()
+        elif reduction == "sum":
+            assert res.loss == 0
+        else:
+            assert res.loss.shape == ((0, 4) if name == SM else (0,))
+
+
+@pytest.mark.parametrize("name", [SM, MLSM, MM, MLM])
+def test_no_classes_is_safe(name):
+    """C = 0 (refused upstream for most losses): no crash, every output written."""
+    target = {SM: torch.empty(3, 0), MLSM: torch.empty(3, 0),
+              MM: torch.zeros(3, dtype=torch.int64), MLM: torch.empty(3, 0, dtype=torch.int64)}
+    options = (1, 1.0) if name == MM else ()
+    weight = torch.empty(0) if name in (MLSM, MM) else None
+    for reduction in REDUCTIONS:
+        res = run(name, call(torch.empty(3, 0), target[name], weight, options, reduction))
+        assert res.grads[0].shape == (3, 0)
+        assert res.bad_labels == (3 if name == MM else 0)  # class 0 of 0 classes
+
+
+@pytest.mark.parametrize("name", [SM, MLSM, MM, MLM])
+def test_gradient_is_for_a_unit_upstream_with_the_reduction_folded_in(name):
+    n, c = 12, 9
+    x = grid((n, c))
+    target = {SM: pm1((n, c)), MLSM: torch.rand(n, c).round(),
+              MM: torch.randint(0, c, (n,)), MLM: index_lists(n, c)}[name]
+    options = (2, 1.0) if name == MM else ()
+    results = {r: run(name, call(x, target, None, options, r)) for r in REDUCTIONS}
+    n_terms = x.numel() if name == SM else n
+    torch.testing.assert_close(results["sum"].grads[0], results["none"].grads[0])
+    torch.testing.assert_close(results["mean"].grads[0] * n_terms, results["sum"].grads[0])
+    torch.testing.assert_close(results["mean"].loss * n_terms, results["sum"].loss)
+    torch.testing.assert_close(results["none"].loss.double().sum().float(), results["sum"].loss)
+    assert grad_scale(SPECS[name], call(x, target, None, options, "mean")) == 1 / n_terms
+
+
+def test_inputs_are_not_modified_and_outputs_are_fresh():
+    x, y = torch.randn(5, 9), pm1((5, 9))
+    x0, y0 = x.clone(), y.clone()
+    a = run(SM, call(x, y))
+    b = run(SM, call(x, y))
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+    assert a.grads[0].data_ptr() != b.grads[0].data_ptr() != x.data_ptr()
+
+
+@pytest.mark.parametrize("name", [MM, MLM])
+def test_other_integer_target_dtypes_are_converted(name):
+    x = grid((6, 5))
+    t = torch.randint(0, 5, (6,)) if name == MM else index_lists(6, 5)
+    options = (1, 1.0) if name == MM else ()
+    ref = run(name, call(x, t, None, options, "none"))
+    for dtype in (torch.int32, torch.int16, torch.uint8):
+        if dtype == torch.uint8 and name == MLM:
+            continue  # no -1 in uint8
+        res = run(name, call(x, t.to(dtype), None, options, "none"))
+        assert torch.equal(res.loss, ref.loss) and torch.equal(res.grads[0], ref.grads[0])
+
+
+def test_large_shapes():
+    torch.manual_seed(1)
+    x = torch.randn(256, 4096) * 2
+    assert_matches(SM, call(x, pm1(x.shape)))
+    assert_matches(MLSM, call(x, torch.rand(x.shape).round(), torch.rand(4096)))
+    assert_matches(MM, call(grid((256, 4096)), torch.randint(0, 4096, (256,)), None, (1, 1.0)))
+    for k in (16, 1024):
+        xm = grid((8, 2048))
+        assert_matches(MLM, call(xm, index_lists(8, 2048, k), reduction="none"))
+
+
+@pytest.mark.parametrize("name", [MLSM, MM, MLM])
+def test_float64_row_losses_through_the_abi(name):
+    """The optional ``rows`` output of the C ABI: each row's loss in float64 (run() itself asks
+    only for the float32 loss)."""
+    n, c = 40, 300  # long rows; and below, short rows in blocks
+    for shape in ((n, c), (n, 7)):
+        x = grid(shape)
+        target = {MLSM: torch.rand(shape), MM: torch.randint(0, shape[1], (n,)),
+                  MLM: index_lists(*shape)}[name]
+        options = (2, 0.5) if name == MM else ()
+        k = native._kernel(name)
+        loss, rows = torch.empty(n), torch.empty(n, dtype=torch.float64)
+        args = native._CALL.pack(x.data_ptr(), 0, 0, 0, 0, 0, target.data_ptr(), 0, 0, n,
+                                 shape[1], *options, *(0.0,) * (4 - len(options)), 1.0, 0, 1,
+                                 loss.data_ptr(), rows.data_ptr())
+        assert k.fn(args) == 0
+        ref, _ = reference(name, call(x, target, None, options, "none"))
+        torch.testing.assert_close(rows, ref, rtol=1e-6, atol=1e-9)  # float32 terms
+        assert torch.equal(loss, rows.float())
+
+
+# ----------------------------------------------------------------------------------------------
+# accuracy of the logistic math
+
+
+def test_logistic_accuracy_over_the_whole_range():
+    """Loss and gradient within 6e-7 relative of float64 math from -1e4 to 1e4 (tiny tails, the
+    flush below the normal range and the kinks of the range reduction included)."""
+    m = torch.cat([torch.linspace(-110, 110, 400_001), torch.tensor([-1e4, -1e3, 1e3, 1e4, 0.0]),
+                   torch.logspace(-8, 0, 2000), -torch.logspace(-8, 0, 2000)])
     md = m.double()
-    ref_loss, ref_grad = _softplus64(-md), -torch.sigmoid(-md)
     tiny = torch.finfo(torch.float32).tiny
-    normal = ref_loss > tiny  # below the normal range only absolute accuracy is meaningful
-    rel = ((loss.double() - ref_loss).abs() / ref_loss)[normal]
-    assert rel.max() < 6e-7, float(rel.max())
-    assert (loss.double() - ref_loss).abs()[~normal].max() < 2 * tiny
-    normal_g = ref_grad.abs() > tiny
-    rel_g = ((x.grad.double() - ref_grad).abs() / ref_grad.abs())[normal_g]
-    assert rel_g.max() < 6e-7, float(rel_g.max())
-    # multilabel soft margin: the same pieces with sigmoid(x) - y
-    xs = m.reshape(1, -1).clone().requires_grad_()
-    t = torch.zeros_like(xs)
-    F.multilabel_soft_margin_loss(xs, t, reduction="sum", backend="native").backward()
-    ref = torch.sigmoid(md) / m.numel()
-    ok = ref > tiny
-    assert ((xs.grad[0].double() - ref).abs() / ref)[ok].max() < 6e-7
+
+    def check(got, ref):
+        got = got.double()
+        normal = ref.abs() > tiny  # below the normal range only absolute accuracy is meaningful
+        assert torch.isfinite(got).all()
+        rel = ((got - ref).abs() / ref.abs())[normal]
+        assert rel.max() < 6e-7, float(rel.max())
+        assert (got - ref).abs()[~normal].max() < tiny
+
+    x = m.reshape(1, -1)
+    for y in (1.0, -1.0):
+        res = run(SM, call(x, torch.full_like(x, y), reduction="none"))
+        ym = y * md
+        check(res.loss[0], ym.neg().clamp_min(0) + torch.log1p(torch.exp(-ym.abs())))
+        check(res.grads[0][0], -y * torch.sigmoid(-ym))
+    xc = m.reshape(-1, 1)  # one class per row: the row loss is the element's loss
+    for y in (0.0, 1.0):
+        res = run(MLSM, call(xc, torch.full_like(xc, y), reduction="none"))
+        check(res.loss, (md.clamp_min(0) - y * md) + torch.log1p(torch.exp(-md.abs())))
+        check(res.grads[0][:, 0], (1 - y) * torch.sigmoid(md) - y * torch.sigmoid(-md))
 
 
-@needs_native
-def test_nan_and_inf_scores_propagate_like_the_formula():
-    x = torch.tensor([float("nan"), float("inf"), -float("inf"), 1.0], requires_grad=True)
-    y = torch.tensor([1.0, 1.0, 1.0, -1.0])
-    loss = F.soft_margin_loss(x, y, reduction="none", backend="native")
-    loss.sum().backward()
-    assert torch.isnan(loss[0]) and torch.isnan(x.grad[0])
-    assert loss[1] == 0 and x.grad[1] == 0  # correct and infinitely confident
-    assert loss[2] == float("inf") and x.grad[2] == -1
-    assert torch.isfinite(loss[3])
+# ----------------------------------------------------------------------------------------------
+# threads
 
 
-@needs_native
-@pytest.mark.parametrize("loss", ["soft_margin", "multilabel_soft_margin"])
-def test_threads_split_rows_without_changing_results(loss):
-    """Large calls run on several threads; the result does not depend on how many (up to the
-    order of a few float64 additions), and repeated calls are bitwise identical."""
-    N, C = 96, 4099  # several ranges of >= 2^16 elements, boundaries off the row length
-    x = torch.randn(N, C) * 4
-    y = _pm1((N, C)) if loss == "soft_margin" else torch.rand(N, C).round_()
-    fn = getattr(F, f"{loss}_loss")
+@pytest.mark.parametrize("name", [SM, MLSM, MM, MLM])
+def test_any_thread_count_gives_bitwise_identical_results(name):
+    shapes = [(96, 4099), (1, 300_000), (5000, 20)] if name in (SM, MLSM) else [(96, 4099)]
     saved = torch.get_num_threads()
-    results = {}
     try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            for reduction in REDUCTIONS:
-                xa = x.clone().requires_grad_()
-                out = fn(xa, y, reduction=reduction, backend="native")
-                out.sum().backward()
-                again = fn(x, y, reduction=reduction, backend="native")
-                assert torch.equal(out.detach(), again)
-                results[threads, reduction] = (out.detach(), xa.grad)
+        for n, c in shapes:
+            x = torch.randn(n, c) * 4
+            target = {SM: pm1((n, c)), MLSM: torch.rand(n, c).round(),
+                      MM: torch.randint(0, c, (n,)), MLM: index_lists(n, c, 40)}[name]
+            options = (2, 0.5) if name == MM else ()
+            results = {}
+            for threads in (1, 2, 3):
+                torch.set_num_threads(threads)
+                for reduction in REDUCTIONS:
+                    a = run(name, call(x, target, None, options, reduction))
+                    b = run(name, call(x, target, None, options, reduction))
+                    assert torch.equal(a.loss, b.loss) and torch.equal(a.grads[0], b.grads[0])
+                    results[threads, reduction] = a
+            for (_, reduction), res in results.items():
+                ref = results[1, reduction]
+                assert torch.equal(res.loss, ref.loss), reduction
+                assert torch.equal(res.grads[0], ref.grads[0]), reduction
     finally:
         torch.set_num_threads(saved)
-    for (_, reduction), (out, grad) in results.items():
-        ref_out, ref_grad = results[1, reduction]
-        torch.testing.assert_close(out, ref_out, rtol=1e-6, atol=0)
-        assert torch.equal(grad, ref_grad)  # elementwise: no summation involved
-        ref = getattr(TF, f"{loss}_loss")(x, y, reduction=reduction)
-        assert_close(out, ref)
 
 
-@needs_native
-@pytest.mark.parametrize("case", ["zero_one", "nan", "soft"])
-def test_fused_label_check_raises_the_same_error_as_the_torch_path(case):
-    x = torch.randn(300, 700)
-    y = _pm1(x.shape)
-    if case == "zero_one":
-        y = (y + 1) / 2
-    elif case == "nan":
-        y[123, 456] = float("nan")
-    else:
-        y[-1, -1] = 0.5
-    with pytest.raises(LabelError) as ours:
-        F.soft_margin_loss(x.clone().requires_grad_(), y, backend="native")
-    with pytest.raises(LabelError) as torch_path:
-        F.soft_margin_loss(x, y, backend="torch")
-    assert str(ours.value) == str(torch_path.value)
-    # validate=False: no check, the formula's value (finite for these labels)
-    if case != "nan":
-        out = F.soft_margin_loss(x, y, validate=False, backend="native")
-        assert_close(out, TF.soft_margin_loss(x, y))
+# ----------------------------------------------------------------------------------------------
+# the fused label check: counts, and memory safety
 
 
-@needs_native
-@pytest.mark.parametrize("bad", [-1.0, 2.0, float("nan")])
-def test_multilabel_fused_label_check(bad):
-    x = torch.randn(64, 2000)
-    y = torch.rand(64, 2000).round_()
-    y[40, 1999] = bad
-    with pytest.raises(LabelError) as ours:
-        F.multilabel_soft_margin_loss(x, y, backend="native")
-    with pytest.raises(LabelError) as torch_path:
-        F.multilabel_soft_margin_loss(x, y, backend="torch")
-    assert str(ours.value) == str(torch_path.value)
-    if bad == bad:
-        out = F.multilabel_soft_margin_loss(x, y, validate=False, backend="native")
-        assert_close(out, TF.multilabel_soft_margin_loss(x, y))
+def test_soft_margin_bad_labels():
+    y = pm1((40, 50))
+    bad = [0.0, 2.0, -2.0, 0.5, NAN, INF, -0.0]
+    y.view(-1)[torch.randperm(y.numel())[:len(bad)]] = torch.tensor(bad)
+    assert run(SM, call(torch.randn(40, 50), y)).bad_labels == len(bad)
+    assert run(SM, call(torch.randn(40, 50), pm1((40, 50)))).bad_labels == 0
 
 
-@needs_native
-def test_integer_targets_are_checked_with_their_own_dtype_hints():
-    """An integer target is converted for the kernel; its label error still speaks of indices."""
-    x = torch.randn(2, 4)
-    padded = torch.tensor([[3, 0, -1, -1], [1, -1, -1, -1]])
-    with pytest.raises(LabelError, match="padded_to_multi_hot"):
-        F.multilabel_soft_margin_loss(x, padded)
-    mask = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0]])
-    assert_close(F.multilabel_soft_margin_loss(x, mask, backend="native"),
-                 TF.multilabel_soft_margin_loss(x, mask.float()))
+def test_multilabel_soft_margin_bad_labels():
+    y = torch.rand(40, 50)
+    y[0, :3] = torch.tensor([0.0, 1.0, -0.0])  # fine
+    bad = [-0.1, 1.1, NAN, INF, -INF]
+    y[1, :len(bad)] = torch.tensor(bad)
+    assert run(MLSM, call(torch.randn(40, 50), y)).bad_labels == len(bad)
 
 
-@needs_native
-def test_inputs_are_not_modified_and_empty_batches():
-    x, y = torch.randn(5, 9), _pm1((5, 9))
-    x0, y0, v = x.clone(), y.clone(), (x._version, y._version)
-    F.soft_margin_loss(x.requires_grad_(), y, backend="native").backward()
-    F.multilabel_soft_margin_loss(x, (y + 1) / 2, backend="native").backward()
-    assert torch.equal(x.detach(), x0) and torch.equal(y, y0) and (x._version, y._version) == v
-    e = torch.empty(0, 9)
-    assert torch.isnan(F.soft_margin_loss(e, e, backend="native"))
-    assert F.soft_margin_loss(e, e, reduction="sum", backend="native") == 0
-    assert F.multilabel_soft_margin_loss(e, e, reduction="none", backend="native").shape == (0,)
-    assert torch.isnan(F.multilabel_soft_margin_loss(e, e, backend="native"))
+def test_multi_margin_bad_targets_are_counted_and_never_read():
+    n, c = 8, 5
+    x = grid((n, c))
+    t = torch.randint(0, c, (n,))
+    t[[1, 3, 4, 6]] = torch.tensor([-1, c, 2**62, -(2**63)])
+    good = torch.tensor([0, 2, 5, 7])
+    for weight in (None, torch.rand(c), torch.rand(n, c)):
+        res = run(MM, call(x, t, weight, (1, 1.0), "none"))
+        assert res.bad_labels == 4
+        assert (res.loss[[1, 3, 4, 6]] == 0).all() and (res.grads[0][[1, 3, 4, 6]] == 0).all()
+        w_good = weight[good].contiguous() if weight is not None and weight.dim() == 2 else weight
+        ref = run(MM, call(x[good].contiguous(), t[good].contiguous(), w_good, (1, 1.0), "none"))
+        assert torch.equal(res.loss[good], ref.loss)
+        assert torch.equal(res.grads[0][good], ref.grads[0])
 
 
-@needs_native
-def test_auto_picks_native_only_where_it_applies():
-    x, y = torch.randn(4, 6), _pm1((4, 6))
-    assert select_backend("auto", x, "soft_margin_loss", y)[0] == "native"
-    assert select_backend("auto", x, "multilabel_soft_margin_loss", y)[0] == "native"
-    for args, why in [
-        ((x.double(), "soft_margin_loss", y.double()), "float32 input"),
-        ((x.t(), "soft_margin_loss", y.t()), "contiguous"),
-        ((x, "soft_margin_loss", y[0]), "broadcast"),
-        ((x, "soft_margin_loss", y.double()), "float32 target"),
-    ]:
-        name, reason = select_backend("auto", *args)
-        assert name == "torch" and why in reason, (name, reason)
-        with pytest.raises(BackendUnavailableError, match=why):
-            select_backend("native", *args)
-    assert select_backend("auto", x, "multi_margin_loss")[0] == "torch"
-    with pytest.raises(BackendUnavailableError, match="no native kernel for multi_margin_loss"):
-        F.multi_margin_loss(x, torch.tensor([0, 1, 2, 3]), backend="native")
-    # the module takes the keyword too
-    from marginloss import SoftMarginLoss
-    assert_close(SoftMarginLoss(backend="native")(x, y), TF.soft_margin_loss(x, y))
+def test_multilabel_margin_bad_entries_are_counted_and_never_read():
+    c = 6
+    t = torch.tensor([[0, 2**62, 3, -1, 7, -2],  # 2**62 before the -1: skipped; 3 counted
+                      [1, -1, 2**62, -(2**62), 0, 0],  # bad entries after the -1 count too
+                      [-5, 1, 2, -1, -1, -1],  # -5 ends the list, and is bad
+                      [c, -1, -1, -1, -1, -1]])
+    x = grid((4, c))
+    res = run(MLM, call(x, t, reduction="none"))
+    assert res.bad_labels == 3 + 2 + 1 + 1
+    # the out-of-range entries are skipped: row 0 is the list [0, 3]
+    clean = torch.tensor([[0, 3, -1, -1, -1, -1]])
+    ref = run(MLM, call(x[:1].contiguous(), clean, reduction="none"))
+    assert torch.equal(res.loss[:1], ref.loss) and torch.equal(res.grads[0][:1], ref.grads[0])
+
+
+@pytest.mark.parametrize("target, c, expected", [
+    ([[0, 0, 0], [0, 0, 0]], 3, 1),  # only 0s and 1s with C > 2: a 0/1 mask, one more
+    ([[1, 0, 1, 1], [0, 1, 1, 0]], 4, 1),
+    ([[1, 0], [0, 1]], 2, 0),  # C = 2: a valid list
+    ([[1, 0, -1], [0, 1, 1]], 3, 0),  # a -1: not a mask
+    ([[1, 0, 2], [0, 1, 1]], 3, 0),
+    ([[1, 0, 5], [0, 1, 1]], 3, 1),  # one out of range, not all 0/1
+])
+def test_multilabel_margin_mask_rule(target, c, expected):
+    t = torch.tensor(target)
+    assert run(MLM, call(grid(t.shape), t)).bad_labels == expected
+
+
+# ----------------------------------------------------------------------------------------------
+# what the backend accepts
+
+
+def test_unavailable_says_why():
+    x, y = torch.randn(4, 6), pm1((4, 6))
+    sm, mm, mlsm = SPECS[SM], SPECS[MM], SPECS[MLSM]
+    t = torch.randint(0, 6, (4,))
+    cases = [
+        (sm, call(x.double(), y.double()), "float32 inputs"),
+        (sm, call(torch.empty(4, 6, device="meta"), y), "run on the CPU"),
+        (sm, call(x.t(), y.t()), "contiguous inputs"),
+        (sm, call(x, y[:1].expand(4, 6)), "contiguous target"),
+        (sm, call(x, y[0]), "target of shape (4, 6)"),
+        (sm, call(x, y.double()), "torch.float32 target"),
+        (sm, call(x, y, torch.ones(6)), "takes no weight"),
+        (mm, call(x, t.float(), None, (1, 1.0)), "torch.int64 target"),
+        (mm, call(x, t, torch.ones(6).double(), (1, 1.0)), "float32 CPU weight"),
+        (mm, call(x, t, torch.ones(5), (1, 1.0)), "weight of shape (C,) or (N, C)"),
+        (mm, call(x, t, None, (3, 1.0)), "p = 1 or p = 2"),
+        (mm, call(x, t, None, (1,)), "takes 2 options"),
+        (mlsm, call(x, y.abs(), torch.ones(6, 4).t()), "contiguous weight"),
+        (mlsm, call(x, y.abs(), torch.ones(4, 12)[:, ::2]), "contiguous weight"),
+    ]
+    for spec, c, why in cases:
+        problem = native.unavailable(spec, c)
+        assert problem is not None and why in problem, (why, problem)
+    assert native.unavailable(mm, call(x, t.int(), None, (2, 0.0))) is None
+    assert native.unavailable(mlsm, call(x, y.abs(), torch.ones(4, 6))) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# building, caching, forking (in fresh processes)
 
 
 def _python(code: str, **env) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh interpreter with extra environment variables."""
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=120, env={**os.environ, **env})
 
 
-def test_disabled_or_without_compiler_auto_falls_back_and_native_says_why(tmp_path):
-    code = """
-        import torch, marginloss.functional as F
-        from marginloss._dispatch import select_backend
-        x, y = torch.randn(3, 4), torch.ones(3, 4)
-        print(select_backend("auto", x, "soft_margin_loss", y)[0])
-        F.soft_margin_loss(x, y)
-        try:
-            F.soft_margin_loss(x, y, backend="native")
-        except RuntimeError as e:
-            print(e)
-    """
-    for env, why in [({"MARGINLOSS_NATIVE": "0"}, "MARGINLOSS_NATIVE=0"),
-                     ({"CC": "no-such-compiler-xyz"}, "no C compiler")]:
-        done = _python(code, MARGINLOSS_CACHE_DIR=str(tmp_path / "c"), **env)
-        assert done.returncode == 0, done.stderr
-        lines = done.stdout.splitlines()
-        assert lines[0] == "torch" and why in lines[1], done.stdout
+_PROBE = """
+    import torch
+    from marginloss.backends import native
+    from marginloss.losses import LOSSES, Call
+    spec = LOSSES[0]
+    x = torch.randn(3, 4)
+    print(native.status())
+    print(native.unavailable(spec, Call((x,), torch.ones(3, 4), None, (), "mean", (True,))))
+"""
+
+
+@pytest.mark.parametrize("env, why", [({"MARGINLOSS_NATIVE": "0"}, "MARGINLOSS_NATIVE=0"),
+                                      ({"CC": "no-such-compiler-xyz"}, "no C compiler")])
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX paths")
+def test_disabled_or_without_compiler_is_unavailable_and_says_why(tmp_path, env, why):
+    done = _python(_PROBE, MARGINLOSS_CACHE_DIR=str(tmp_path / "c"), **env)
+    assert done.returncode == 0, done.stderr
+    status, problem = done.stdout.splitlines()
+    assert why in status and problem == status
     assert not (tmp_path / "c").exists()  # nothing was built
 
 
-@needs_native
 def test_built_once_into_the_cache_then_loaded(tmp_path):
-    """Importing builds nothing; the first call builds one library; the next process loads it."""
+    """Importing builds nothing; the first need builds one library; the next process loads it."""
     code = """
-        import os, sys, torch, marginloss, marginloss.functional as F
+        import os
         cache = os.environ["MARGINLOSS_CACHE_DIR"]
+        import marginloss, marginloss.backends.native as native
         assert not os.path.exists(cache), "import must not build"
-        F.multi_margin_loss(torch.randn(2, 3), torch.tensor([0, 1]))  # no native kernel: no build
-        assert not os.path.exists(cache)
-        F.soft_margin_loss(torch.randn(3), torch.ones(3))
+        assert native.status() is None
         print(sorted(os.listdir(cache)))
     """
     env = {"MARGINLOSS_CACHE_DIR": str(tmp_path / "cache")}
@@ -267,25 +605,31 @@ def test_built_once_into_the_cache_then_loaded(tmp_path):
     (lib,) = (tmp_path / "cache").iterdir()
     assert lib.suffix == ".so"
     stamp = lib.stat().st_mtime_ns
-    code2 = code.replace("assert not os.path.exists(cache)", "pass  #")
-    second = _python(code2, **env)
+    second = _python(code.replace('assert not os.path.exists(cache), "import must not build"',
+                                  "pass"), **env)
     assert second.returncode == 0, second.stderr
     assert first.stdout == second.stdout and lib.stat().st_mtime_ns == stamp
 
 
-@needs_native
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_child_runs_serially_instead_of_hanging():
     """libgomp's threads do not survive fork (torch's own ops hang in such a child); the
-    kernels notice the fork and run on one thread there."""
+    backend notices the fork and runs on one thread there, with the same results."""
     code = """
-        import os, torch, marginloss.functional as F
+        import os, torch
+        from marginloss.backends import native
+        from marginloss.losses import LOSSES, Call
+        torch.set_num_threads(2)
+        spec = {s.name: s for s in LOSSES}["soft_margin_loss"]
         x, y = torch.randn(1024, 512), torch.ones(1024, 512)
-        parent = F.soft_margin_loss(x, y).item()  # the parent's OpenMP team starts
+        c = Call((x,), y, None, (), "mean", (True,))
+        parent = native.run(spec, c)  # the parent's OpenMP team starts
         pid = os.fork()
         if pid == 0:
-            ok = F.soft_margin_loss(x, y).item() == parent
-            F.multilabel_soft_margin_loss(x, y).item()
+            child = native.run(spec, c)  # torch still says 2 threads
+            torch.set_num_threads(1)  # torch's own ops would hang here with 2
+            ok = torch.equal(child.loss, parent.loss) and torch.equal(child.grads[0],
+                                                                       parent.grads[0])
             os._exit(0 if ok else 3)
         print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     """

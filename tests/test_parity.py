@@ -1,4 +1,9 @@
-"""Same results as torch.nn.functional (the oracle): values, shapes, dtypes and input gradients."""
+"""Same results as torch.nn.functional (the oracle): values, shapes, dtypes and input gradients.
+
+The generic tests run every registered loss (tests/loss_cases.py) over its shapes, both float
+dtypes, every reduction and option set, on the backends a CPU call can take; the tests after
+them pin loss-specific conventions (broadcast targets, -1 padding, duplicates, unbatched shapes).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from helpers import REDUCTIONS, assert_close, make_inputs
+from loss_cases import CASES, cases
 
 import marginloss.functional as F
 
-SHAPES = [(None, 1), (None, 7), (1, 1), (3, 7), (17, 33), (5, 300)]
 DTYPES = [torch.float64, torch.float32]
+# On the CPU "auto" runs float32 calls on the native C kernels (when a compiler is available)
+# and float64 on the torch backend; "torch" forces the torch backend for both.
+BACKENDS = ["auto", "torch"]
 
 
 def run_both(ours, ref, x, *args, upstream="random", ref_dtype=None, **kwargs):
@@ -25,8 +33,6 @@ def run_both(ours, ref, x, *args, upstream="random", ref_dtype=None, **kwargs):
     a, b = ours(xa, *args, **kwargs), ref(xb, *args, **kwargs)
     if upstream == "random":
         g = torch.rand(b.shape, dtype=torch.float64) + 0.5  # never 1
-    elif upstream == "two":
-        g = torch.full(b.shape, 2.0, dtype=torch.float64)
     else:
         g = torch.ones(b.shape, dtype=torch.float64)
     a.backward(g.to(a.dtype))
@@ -35,8 +41,9 @@ def run_both(ours, ref, x, *args, upstream="random", ref_dtype=None, **kwargs):
 
 
 def check(ours, ref, x, *args, dtype=None, tol=None, **kwargs):
-    """Compare loss and gradient; ``dtype`` is the expected loss dtype when the oracle ran in
-    another one, ``tol`` the dtype whose tolerance applies (default: the result's)."""
+    """Compare loss and gradient, for a random upstream gradient and for exactly 1 (the path
+    that hands the stored gradient over); ``dtype`` is the expected loss dtype when the oracle
+    ran in another one, ``tol`` the dtype whose tolerance applies (default: the result's)."""
     for upstream in ("random", "one"):
         a, b, ga, gb = run_both(ours, ref, x, *args, upstream=upstream, **kwargs)
         assert a.dtype == (dtype or b.dtype)
@@ -45,19 +52,75 @@ def check(ours, ref, x, *args, dtype=None, tol=None, **kwargs):
         assert_close(ga, gb.to(ga.dtype) if dtype else gb, tol or dtype)
 
 
-# On the CPU, "auto" runs the two logistic losses' float32 calls on the native C kernels (when a
-# compiler is available) and float64 on the torch backend; "torch" forces the torch backend.
-LOGISTIC_BACKENDS = ["auto", "torch"]
-
-
-@pytest.mark.parametrize("N, C", SHAPES)
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("backend", LOGISTIC_BACKENDS)
-def test_soft_margin(N, C, dtype, reduction, backend):
-    x, y = make_inputs("soft_margin", N, C, dtype)
-    check(partial(F.soft_margin_loss, backend=backend), TF.soft_margin_loss, x, y,
-          reduction=reduction)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case, opt", cases(options=True))
+def test_matches_torch(case, opt, dtype, reduction, backend):
+    for shape in case.shapes:
+        n_classes = shape[-1] if shape else 1
+        kwargs = case.option_sets(n_classes, dtype)[opt]
+        x, y = case.make(shape, dtype, **kwargs)
+        check(partial(case.ours, backend=backend), case.ref, x, y, reduction=reduction,
+              **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", cases())
+def test_half_precision_matches_fp32_math(case, reduction, dtype):
+    """float16/bfloat16 work on CPU for every loss (torch's CPU kernels raise for two of them),
+    return the input's dtype, and agree with torch's float32 math on the same (rounded) inputs,
+    with every option (a weight in the same half dtype)."""
+    x, y = case.make((9, 20), dtype)
+    kwargs = case.option_sets(20, dtype)[-1]
+
+    def up(v):
+        return v.float() if torch.is_tensor(v) and v.is_floating_point() else v
+
+    for upstream in (2.5, 1.0):
+        xa = x.clone().requires_grad_()
+        xb = x.float().requires_grad_()
+        a = case.ours(xa, y, reduction=reduction, **kwargs)
+        b = case.ref(xb, up(y), reduction=reduction, **{k: up(v) for k, v in kwargs.items()})
+        a.backward(torch.full_like(a, upstream))
+        b.backward(torch.full_like(b, upstream))
+        assert a.dtype == dtype and xa.grad.dtype == dtype
+        assert_close(a, b.to(dtype))
+        assert_close(xa.grad, xb.grad.to(dtype))
+
+
+@pytest.mark.parametrize("case", cases())
+def test_non_contiguous_inputs(case):
+    big = torch.randn(8, 40, dtype=torch.float64)
+    for x in (big[:, 3:30], big.t()[5:30]):  # row stride 40; column-major
+        n, c = x.shape
+        x0, y = case.make((n, c))
+        x = x.copy_(x0)
+        for reduction in REDUCTIONS:
+            check(case.ours, case.ref, x, y, reduction=reduction)
+
+
+@pytest.mark.parametrize("size_average, reduce, reduction", [
+    (None, None, "sum"), (True, None, "sum"), (False, None, "none"), (None, False, "mean"),
+    (True, True, "none"), (False, True, "mean"), (True, False, "sum"),
+])
+@pytest.mark.parametrize("case", cases())
+def test_legacy_size_average_reduce_override_reduction(case, size_average, reduce, reduction):
+    x, y = case.make((4, 5))
+    kw = dict(size_average=size_average, reduce=reduce, reduction=reduction)
+    if size_average is not None or reduce is not None:
+        with pytest.warns(UserWarning, match="size_average and reduce args will be deprecated"):
+            a = case.ours(x, y, **kw)
+        with pytest.warns(UserWarning):
+            b = case.ref(x, y, **kw)
+    else:
+        a, b = case.ours(x, y, **kw), case.ref(x, y, **kw)
+    assert_close(a, b)
+
+
+# ----------------------------------------------------------------------------------------------
+# loss-specific conventions
 
 
 @pytest.mark.parametrize("shape, tshape", [((4, 5), (5,)), ((2, 3, 4), (3, 1)), ((), ()),
@@ -69,24 +132,12 @@ def test_soft_margin_any_rank_and_broadcast_target(shape, tshape):
         check(F.soft_margin_loss, TF.soft_margin_loss, x, y, reduction=reduction)
 
 
-@pytest.mark.parametrize("N, C", SHAPES)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("backend", LOGISTIC_BACKENDS)
-def test_multilabel_soft_margin(N, C, dtype, reduction, weighted, backend):
-    x, y = make_inputs("multilabel_soft_margin", N, C, dtype)
-    w = torch.rand(C, dtype=dtype) + 0.5 if weighted else None
-    check(partial(F.multilabel_soft_margin_loss, backend=backend),
-          TF.multilabel_soft_margin_loss, x, y, weight=w, reduction=reduction)
-
-
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_multilabel_soft_margin_soft_labels_nd_and_weight_shapes(reduction):
     x = torch.randn(2, 3, 6, dtype=torch.float64)
     y = torch.rand(2, 3, 6, dtype=torch.float64)  # soft labels
     for w in (None, torch.rand(6, dtype=torch.float64), torch.rand(3, 1, dtype=torch.float64),
-              torch.rand(2, 3, 6, dtype=torch.float64)):
+              torch.rand(2, 3, 6, dtype=torch.float64), torch.rand((), dtype=torch.float64)):
         check(F.multilabel_soft_margin_loss, TF.multilabel_soft_margin_loss, x, y, weight=w,
               reduction=reduction)
     # a (C,) target broadcast over rows, integer target, and dtype promotion f32 + f64 -> f64
@@ -98,18 +149,9 @@ def test_multilabel_soft_margin_soft_labels_nd_and_weight_shapes(reduction):
     # the promoted float64, so the two agree to float32 precision
     check(F.multilabel_soft_margin_loss, TF.multilabel_soft_margin_loss, x.float(), y,
           reduction=reduction, tol=torch.float32)
-
-
-@pytest.mark.parametrize("N, C", SHAPES)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("p, margin, weighted", [(1, 1.0, False), (1, 0.5, True), (2, 1.0, False),
-                                                 (2, 2.0, True), (1, -0.5, False), (2, 0.0, True)])
-def test_multi_margin(N, C, dtype, reduction, p, margin, weighted):
-    x, y = make_inputs("multi_margin", N, C, dtype, margin=margin)
-    w = torch.rand(C, dtype=dtype) + 0.5 if weighted else None
-    check(F.multi_margin_loss, TF.multi_margin_loss, x, y, p=p, margin=margin, weight=w,
-          reduction=reduction)
+    # a 0-d float64 target does not widen a float32 input (torch's promotion rules)
+    check(F.multilabel_soft_margin_loss, TF.multilabel_soft_margin_loss, x.float(),
+          torch.tensor(1.0, dtype=torch.float64), reduction=reduction)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -123,14 +165,6 @@ def test_multi_margin_unbatched_shapes(reduction):
           torch.tensor(0), reduction=reduction)
     check(F.multi_margin_loss, TF.multi_margin_loss, torch.tensor(0.7, dtype=torch.float64),
           torch.tensor([0]), reduction=reduction)
-
-
-@pytest.mark.parametrize("N, C", SHAPES)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_multilabel_margin(N, C, dtype, reduction):
-    x, y = make_inputs("multilabel_margin", N, C, dtype)
-    check(F.multilabel_margin_loss, TF.multilabel_margin_loss, x, y, reduction=reduction)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -148,71 +182,12 @@ def test_multilabel_margin_padding_duplicates_and_full_rows(reduction):
           torch.tensor(0.5, dtype=torch.float64), torch.tensor(0), reduction=reduction)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("K", [0, 1, 16, 50, 100])
-def test_multilabel_margin_many_positives(K):
-    x, y = make_inputs("multilabel_margin", 6, 100, torch.float64, n_targets=K)
-    check(F.multilabel_margin_loss, TF.multilabel_margin_loss, x, y, reduction="sum")
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_half_precision_matches_fp32_math(dtype, reduction):
-    """float16/bfloat16 work on CPU for all four losses and agree with float32 math on the same
-    inputs (torch's CPU kernels raise for two of them)."""
-    x, y = make_inputs("soft_margin", 9, 20, dtype)
-    check(F.soft_margin_loss, TF.soft_margin_loss, x, y, reduction=reduction, dtype=dtype,
-          ref_dtype=torch.float32)
-    x, y = make_inputs("multilabel_soft_margin", 9, 20, dtype)
-    check(F.multilabel_soft_margin_loss, TF.multilabel_soft_margin_loss, x, y,
-          reduction=reduction, dtype=dtype, ref_dtype=torch.float32)
-    x, y = make_inputs("multi_margin", 9, 20, dtype)
-    check(F.multi_margin_loss, TF.multi_margin_loss, x, y, p=2, weight=torch.rand(20) + 0.5,
-          reduction=reduction, dtype=dtype, ref_dtype=torch.float32)
-    x, y = make_inputs("multilabel_margin", 9, 20, dtype)
-    check(F.multilabel_margin_loss, TF.multilabel_margin_loss, x, y, reduction=reduction,
-          dtype=dtype, ref_dtype=torch.float32)
-
-
-def test_non_contiguous_inputs():
-    big = torch.randn(8, 40, dtype=torch.float64)
-    x = big[:, 3:30]  # row stride 40
-    xt = big.t()[5:30]  # column-major
-    for xx in (x, xt):
-        n, c = xx.shape
-        y = (torch.randint(0, 2, (n, c)) * 2 - 1).double()
-        check(F.soft_margin_loss, TF.soft_margin_loss, xx, y, reduction="none")
-        check(F.multilabel_soft_margin_loss, TF.multilabel_soft_margin_loss, xx, (y > 0).double())
-        check(F.multi_margin_loss, TF.multi_margin_loss, xx, torch.randint(0, c, (n,)), p=2)
-        t = torch.stack([torch.randperm(c) for _ in range(n)])
-        t[:, 4:] = -1
-        check(F.multilabel_margin_loss, TF.multilabel_margin_loss, xx, t)
-
-
-@pytest.mark.parametrize("size_average, reduce, reduction", [
-    (None, None, "sum"), (True, None, "sum"), (False, None, "none"), (None, False, "mean"),
-    (True, True, "none"), (False, True, "mean"), (True, False, "sum"),
-])
-def test_legacy_size_average_reduce_override_reduction(size_average, reduce, reduction):
-    legacy = size_average is not None or reduce is not None
-    x, y = make_inputs("multi_margin", 4, 5)
-    cases = [
-        (F.soft_margin_loss, TF.soft_margin_loss, *make_inputs("soft_margin", 4, 5)),
-        (F.multilabel_soft_margin_loss, TF.multilabel_soft_margin_loss,
-         *make_inputs("multilabel_soft_margin", 4, 5)),
-        (F.multi_margin_loss, TF.multi_margin_loss, x, y),
-        (F.multilabel_margin_loss, TF.multilabel_margin_loss,
-         *make_inputs("multilabel_margin", 4, 5)),
-    ]
-    for ours, ref, xx, yy in cases:
-        kw = dict(size_average=size_average, reduce=reduce, reduction=reduction)
-        if legacy:
-            with pytest.warns(UserWarning, match="size_average and reduce args will be deprecated"):
-                a = ours(xx, yy, **kw)
-            with pytest.warns(UserWarning):
-                b = ref(xx, yy, **kw)
-        else:
-            a, b = ours(xx, yy, **kw), ref(xx, yy, **kw)
-        assert_close(a, b)
+def test_multilabel_margin_many_positives(K, backend):
+    x, y = make_inputs("multilabel_margin_loss", 6, 100, torch.float32, n_targets=K)
+    check(partial(F.multilabel_margin_loss, backend=backend), TF.multilabel_margin_loss, x, y,
+          reduction="sum")
 
 
 def test_hinge_kink_subgradient_is_zero():
@@ -230,3 +205,14 @@ def test_hinge_kink_subgradient_is_zero():
     TF.multilabel_margin_loss(ref, torch.tensor([[0, -1, -1]])).backward()
     assert loss.item() == 0.0
     assert torch.equal(x.grad, ref.grad)
+
+
+@pytest.mark.parametrize("case", cases())
+def test_modules_match_torch_modules(case):
+    """The module form of each loss (every option set, every reduction) against torch's."""
+    for kwargs in case.option_sets(7, torch.float32):
+        for reduction in REDUCTIONS:
+            ours = case.module(reduction=reduction, **kwargs)
+            ref = case.ref_module(reduction=reduction, **kwargs)
+            x, y = case.make((5, 7), torch.float32, **kwargs)
+            check(ours, ref, x, y)

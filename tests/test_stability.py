@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from helpers import REDUCTIONS, assert_close, make_inputs
+from loss_cases import cases
 
 import marginloss.functional as F
 
@@ -72,12 +73,11 @@ def test_multilabel_soft_margin_extremes(dtype, backend):
 
 
 @pytest.mark.parametrize("dtype", HALF)
-@pytest.mark.parametrize("loss", ["soft_margin", "multilabel_soft_margin", "multi_margin",
-                                  "multilabel_margin"])
-def test_half_precision_works_on_cpu_and_accumulates_in_float32(loss, dtype):
+@pytest.mark.parametrize("case", cases())
+def test_half_precision_works_on_cpu_and_accumulates_in_float32(case, dtype):
     """torch raises for two of these on CPU in half precision; we compute in float32."""
-    x64, y = make_inputs(loss, 64, 300)
-    fn = getattr(F, f"{loss}_loss")
+    x64, y = case.make((64, 300))
+    fn = case.ours
     x = x64.to(dtype).requires_grad_()
     out = fn(x, y.to(dtype) if y.is_floating_point() else y, reduction="sum")
     out.backward()
@@ -99,37 +99,66 @@ def test_half_sum_does_not_lose_small_terms():
                                                                                      rel=1e-3)
 
 
-EMPTY = [
-    ("soft_margin", lambda: (torch.empty(0, 5), torch.empty(0, 5))),
-    ("multilabel_soft_margin", lambda: (torch.empty(0, 5), torch.empty(0, 5))),
-    ("multi_margin", lambda: (torch.empty(0, 5), torch.empty(0, dtype=torch.long))),
-    ("multilabel_margin", lambda: (torch.empty(0, 5), torch.empty(0, 5, dtype=torch.long))),
-]
-
-
+@pytest.mark.parametrize("backend", ["auto", "torch"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("loss, make", EMPTY, ids=[e[0] for e in EMPTY])
-def test_empty_batch(loss, make, reduction):
+@pytest.mark.parametrize("case", cases())
+def test_empty_batch(case, reduction, backend):
     """mean -> nan, sum -> 0, none -> empty; the gradient is an empty tensor (torch returns
-    uninitialised memory for multi_margin / multilabel_margin here)."""
-    x, y = make()
-    x.requires_grad_()
-    out = getattr(F, f"{loss}_loss")(x, y, reduction=reduction)
+    uninitialised memory for multi_margin_loss / multilabel_margin_loss here)."""
+    x0, y0 = case.make((3, 5), torch.float32)
+    x, y = x0[:0].clone().requires_grad_(), y0[:0]
+    out = case.ours(x, y, reduction=reduction, backend=backend)
     if reduction == "mean":
         assert out.dim() == 0 and torch.isnan(out)
     elif reduction == "sum":
         assert out.dim() == 0 and out.item() == 0
     else:
-        expected_shape = (0, 5) if loss == "soft_margin" else (0,)
-        assert out.shape == expected_shape
+        assert out.shape == case.ref(x0, y0, reduction="none")[:0].shape
     out.sum().backward()
     assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_multilabel_soft_margin_empty_class_dimension_gives_torchs_nan(reduction, backend):
+    """Regression: (N, 0) scores crashed with an internal reshape error; torch returns nan
+    (0 / 0) per row, and a gradient of shape (N, 0)."""
+    for shape in ((4, 0), (0,), (2, 3, 0)):
+        x = torch.empty(shape, requires_grad=True)
+        y = torch.empty(shape)
+        out = F.multilabel_soft_margin_loss(x, y, reduction=reduction, backend=backend)
+        ref = TF.multilabel_soft_margin_loss(x, y, reduction=reduction)
+        assert out.shape == ref.shape
+        torch.testing.assert_close(out, ref, equal_nan=True)
+        out.sum().backward()
+        assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multilabel_margin_infinite_scores_give_torchs_value(dtype, backend):
+    """Regression: masking a class with a -inf score (or +inf) gave nan (0 * inf in the
+    sort-based sums); torch gives 0.15 for this row, and finite gradients."""
+    x = torch.tensor([[0.5, -float("inf"), 2.0, 0.1]], dtype=dtype)
+    t = torch.tensor([[0, 2, -1, -1]])
+    for scores in (x, x.flip(1), torch.tensor([[0.5, -float("inf"), -float("inf"), 0.1]]),
+                   torch.tensor([[0.5, float("inf"), 2.0, -float("inf")]])):
+        scores = scores.to(dtype)
+        xa, xb = scores.clone().requires_grad_(), scores.clone().requires_grad_()
+        for reduction in REDUCTIONS:
+            a = F.multilabel_margin_loss(xa, t, reduction=reduction, backend=backend)
+            b = TF.multilabel_margin_loss(xb, t, reduction=reduction)
+            torch.testing.assert_close(a, b, equal_nan=True)
+        F.multilabel_margin_loss(xa, t, backend=backend).backward()
+        TF.multilabel_margin_loss(xb, t).backward()
+        torch.testing.assert_close(xa.grad, xb.grad)
+    assert F.multilabel_margin_loss(x, t, backend=backend).item() == pytest.approx(0.15)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_multilabel_margin_large_scores_keep_precision(dtype):
     """The sort-based sums are exact for offsets large enough to cancel catastrophically."""
-    x, y = make_inputs("multilabel_margin", 8, 40, dtype=torch.float64)
+    x, y = make_inputs("multilabel_margin_loss", 8, 40, dtype=torch.float64)
     x = (x + 1000.0).to(dtype)
     check_x = x.detach().double().clone().requires_grad_()
     ref = TF.multilabel_margin_loss(check_x, y)
