@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from helpers import assert_close, make_inputs
-
 from loss_cases import CASES, NAMES, cases
 
 import marginloss

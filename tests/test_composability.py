@@ -185,8 +185,8 @@ def test_vmap_over_a_batched_class_weight():
         xs = torch.randn(3, 6, 5, dtype=torch.float64)
         ys = torch.stack([case.make((6, 5))[1] for _ in range(3)])
         ws = torch.rand(3, 5, dtype=torch.float64) + 0.5
-        assert_close(vmap(lambda x, y, w: case.ours(x, y, weight=w))(xs, ys, ws),
-                     vmap(lambda x, y, w: case.ref(x, y, weight=w))(xs, ys, ws))
+        assert_close(vmap(lambda x, y, w, case=case: case.ours(x, y, weight=w))(xs, ys, ws),
+                     vmap(lambda x, y, w, case=case: case.ref(x, y, weight=w))(xs, ys, ws))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -24,8 +24,10 @@ def test_gradcheck_float64(case, opt, reduction):
     for shape in ((3, 4), (6,)):
         x, y, kw = _inputs(case, opt, shape)
         x = x.detach().clone().requires_grad_()
-        assert torch.autograd.gradcheck(lambda t: case.ours(t, y, reduction=reduction, **kw),
-                                        (x,), eps=1e-6, atol=1e-8, rtol=1e-6)
+        def loss(t, y=y, kw=kw):
+            return case.ours(t, y, reduction=reduction, **kw)
+
+        assert torch.autograd.gradcheck(loss, (x,), eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

@@ -22,13 +22,18 @@ from marginloss.backends._common import grad_scale
 from marginloss.losses import LOSSES, Call
 
 SPECS = {spec.name: spec for spec in LOSSES}
-SM, MLSM, MM, MLM = ("soft_margin_loss", "multilabel_soft_margin_loss", "multi_margin_loss",
-                     "multilabel_margin_loss")
+SOFT_MARGIN_LOSS, MULTILABEL_SOFT_MARGIN_LOSS, MULTI_MARGIN_LOSS, MULTILABEL_MARGIN_LOSS = (
+    "soft_margin_loss",
+    "multilabel_soft_margin_loss",
+    "multi_margin_loss",
+    "multilabel_margin_loss",
+)
 REDUCTIONS = ("none", "mean", "sum")
 INF, NAN = float("inf"), float("nan")
 
-needs_native = pytest.mark.skipif(native.status() is not None,
-                                  reason=f"native kernels unavailable: {native.status()}")
+needs_native = pytest.mark.skipif(
+    native.status() is not None, reason=f"native kernels unavailable: {native.status()}"
+)
 pytestmark = needs_native
 
 
@@ -56,14 +61,14 @@ def reference(name, c: Call):
     w = None if c.weight is None else c.weight.double()
     kwargs = {}
     row_weight = None
-    if name == MM:
+    if name == MULTI_MARGIN_LOSS:
         kwargs = {"p": c.options[0], "margin": c.options[1]}
         if w is not None and w.dim() == 2:  # a full weight: row n weighs w[n, y_n]
             safe = c.target.clamp(0, x.shape[1] - 1)
             row_weight = w.gather(1, safe.unsqueeze(1)).squeeze(1)
         else:
             kwargs["weight"] = w
-    elif name == MLSM:
+    elif name == MULTILABEL_SOFT_MARGIN_LOSS:
         kwargs = {"weight": w}
     rows = getattr(TF, name)(x, t, reduction="none", **kwargs)
     if row_weight is not None:
@@ -78,8 +83,7 @@ def assert_matches(name, c: Call, rtol=2e-6, atol=1e-6, bad=0):
     res = run(name, c)
     ref_loss, ref_grad = reference(name, c)
     assert res.loss.dtype == torch.float32 and res.loss.shape == ref_loss.shape
-    torch.testing.assert_close(res.loss.double(), ref_loss, rtol=rtol, atol=atol,
-                               equal_nan=True)
+    torch.testing.assert_close(res.loss.double(), ref_loss, rtol=rtol, atol=atol, equal_nan=True)
     if c.need_grad[0]:
         g = res.grads[0]
         assert g.dtype == torch.float32 and g.shape == c.inputs[0].shape
@@ -108,7 +112,7 @@ def index_lists(n, c, k=None, *, tail="pad"):
         kr = int(torch.randint(0, c + 1, ())) if k is None else k
         t[r, :kr] = torch.randperm(c)[:kr]
         if tail == "junk" and kr + 1 < c:
-            t[r, kr + 1:] = torch.randint(0, c, (c - kr - 1,))
+            t[r, kr + 1 :] = torch.randint(0, c, (c - kr - 1,))
     return t
 
 
@@ -130,8 +134,9 @@ def test_every_loss_has_a_kernel_that_matches_its_spec():
 
 
 def test_a_loss_without_a_kernel_is_unavailable_with_the_reason():
-    stub = types.SimpleNamespace(name="no_such_loss", elementwise=False, options=(),
-                                 out_dtype=lambda c: torch.float32)
+    stub = types.SimpleNamespace(
+        name="no_such_loss", elementwise=False, options=(), out_dtype=lambda c: torch.float32
+    )
     c = call(torch.randn(2, 3), None)
     assert native.unavailable(stub, c) == "there is no native kernel for no_such_loss"
     with pytest.raises(RuntimeError, match="no native kernel"):
@@ -143,8 +148,18 @@ def test_a_loss_without_a_kernel_is_unavailable_with_the_reason():
 
 # short rows (one or several blocks of rows, a partial last block), long rows, rows of several
 # chunks
-SHAPES = [(1, 1), (3, 7), (17, 33), (64, 10), (1000, 7), (300, 128), (5, 600), (2, 1500),
-          (1, 40000), (3, 17000)]
+SHAPES = [
+    (1, 1),
+    (3, 7),
+    (17, 33),
+    (64, 10),
+    (1000, 7),
+    (300, 128),
+    (5, 600),
+    (2, 1500),
+    (1, 40000),
+    (3, 17000),
+]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -152,7 +167,7 @@ SHAPES = [(1, 1), (3, 7), (17, 33), (64, 10), (1000, 7), (300, 128), (5, 600), (
 @pytest.mark.parametrize("need_grad", [True, False])
 def test_soft_margin_loss(shape, reduction, need_grad):
     x, y = torch.randn(shape) * 3, pm1(shape)
-    assert_matches(SM, call(x, y, reduction=reduction, need_grad=need_grad))
+    assert_matches(SOFT_MARGIN_LOSS, call(x, y, reduction=reduction, need_grad=need_grad))
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -162,13 +177,16 @@ def test_multilabel_soft_margin_loss(shape, reduction, weight):
     x = torch.randn(shape) * 3
     y = torch.rand(shape).round_()
     y[0, 0] = 0.25  # a soft label
-    w = {None: None, "class": torch.rand(shape[1]) + 0.5,
-         "full": torch.rand(shape) + 0.5}[weight]
-    assert_matches(MLSM, call(x, y, w, reduction=reduction))
+    w = {None: None, "class": torch.rand(shape[1]) + 0.5, "full": torch.rand(shape) + 0.5}[weight]
+    assert_matches(MULTILABEL_SOFT_MARGIN_LOSS, call(x, y, w, reduction=reduction))
     if weight == "class":  # also expanded over the rows: read as the per-class weight
-        assert_matches(MLSM, call(x, y, w.expand(shape), reduction=reduction))
+        assert_matches(
+            MULTILABEL_SOFT_MARGIN_LOSS, call(x, y, w.expand(shape), reduction=reduction)
+        )
     if weight == "full":  # and without the gradient
-        assert_matches(MLSM, call(x, y, w, reduction=reduction, need_grad=False))
+        assert_matches(
+            MULTILABEL_SOFT_MARGIN_LOSS, call(x, y, w, reduction=reduction, need_grad=False)
+        )
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (17, 33), (5, 600), (64, 10), (2, 5000)])
@@ -178,7 +196,7 @@ def test_multilabel_soft_margin_loss(shape, reduction, weight):
 def test_multi_margin_loss(shape, reduction, p, margin):
     n, c = shape
     x, t = grid(shape), torch.randint(0, c, (n,))
-    assert_matches(MM, call(x, t, None, (p, margin), reduction))
+    assert_matches(MULTI_MARGIN_LOSS, call(x, t, None, (p, margin), reduction))
 
 
 @pytest.mark.parametrize("weight", ["class", "full"])
@@ -188,17 +206,19 @@ def test_multi_margin_loss_weighted(weight, p, reduction):
     n, c = 19, 37
     x, t = grid((n, c)), torch.randint(0, c, (n,))
     w = torch.rand(c) + 0.5 if weight == "class" else torch.rand(n, c) + 0.5
-    assert_matches(MM, call(x, t, w, (p, 1.0), reduction))
+    assert_matches(MULTI_MARGIN_LOSS, call(x, t, w, (p, 1.0), reduction))
     if weight == "class":
-        torch.testing.assert_close(run(MM, call(x, t, w.expand(n, c), (p, 1.0), reduction)),
-                                   run(MM, call(x, t, w, (p, 1.0), reduction)))
-    assert_matches(MM, call(x, t, w, (p, 0.25), reduction, need_grad=False))
+        torch.testing.assert_close(
+            run(MULTI_MARGIN_LOSS, call(x, t, w.expand(n, c), (p, 1.0), reduction)),
+            run(MULTI_MARGIN_LOSS, call(x, t, w, (p, 1.0), reduction)),
+        )
+    assert_matches(MULTI_MARGIN_LOSS, call(x, t, w, (p, 0.25), reduction, need_grad=False))
 
 
 def test_multi_margin_loss_ties_use_the_strict_subgradient():
     """z = 0 exactly (x_j = x_y - margin) is inactive: no loss, zero gradient."""
     x = torch.tensor([[1.0, 0.0, 2.0, 0.5]])
-    res = assert_matches(MM, call(x, torch.tensor([0]), None, (1, 1.0), "sum"))
+    res = assert_matches(MULTI_MARGIN_LOSS, call(x, torch.tensor([0]), None, (1, 1.0), "sum"))
     assert res.grads[0].tolist() == [[-0.5, 0.0, 0.25, 0.25]]  # j = 1 has z = 0
 
 
@@ -208,19 +228,18 @@ def test_multi_margin_loss_ties_use_the_strict_subgradient():
 def test_multilabel_margin_loss(shape, reduction, tail):
     n, c = shape
     x, t = grid(shape), index_lists(n, c, tail=tail)
-    assert_matches(MLM, call(x, t, reduction=reduction))
-    assert_matches(MLM, call(x, t, reduction=reduction, need_grad=False))
+    assert_matches(MULTILABEL_MARGIN_LOSS, call(x, t, reduction=reduction))
+    assert_matches(MULTILABEL_MARGIN_LOSS, call(x, t, reduction=reduction, need_grad=False))
 
 
 @pytest.mark.parametrize("c", [1, 2, 3, 6, 64])
 def test_multilabel_margin_loss_every_list_length(c):
     """K = 0 .. C: empty lists, all-target rows, and both sides of the kernel's switches (sorting
     by insertion or radix, counting against all keys or by search)."""
-    lengths = range(c + 1) if c <= 6 else [0, 1, 2, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40,
-                                           63, 64]
+    lengths = range(c + 1) if c <= 6 else [0, 1, 2, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 63, 64]
     for k in lengths:
         x, t = grid((4, c)), index_lists(4, c, k, tail="junk")
-        assert_matches(MLM, call(x, t, reduction="none"))
+        assert_matches(MULTILABEL_MARGIN_LOSS, call(x, t, reduction="none"))
 
 
 def test_multilabel_margin_loss_long_lists_and_ties():
@@ -228,22 +247,22 @@ def test_multilabel_margin_loss_long_lists_and_ties():
     tie and many hinge arguments are exactly 0 (inactive)."""
     for k in (100, 700, 1400):
         x = (torch.randint(-8, 9, (6, 1500)) / 4).float()
-        assert_matches(MLM, call(x, index_lists(6, 1500, k), reduction="sum"))
+        assert_matches(MULTILABEL_MARGIN_LOSS, call(x, index_lists(6, 1500, k), reduction="sum"))
     x = torch.randn(5, 300) * 1e3  # wide range: signs and exponents differ in every byte
     x[:, :50] = -x[:, :50].abs()
-    assert_matches(MLM, call(x, index_lists(5, 300, 200), reduction="none"))
+    assert_matches(MULTILABEL_MARGIN_LOSS, call(x, index_lists(5, 300, 200), reduction="none"))
 
 
 def test_multilabel_margin_loss_duplicates_count_once_per_listing():
     x = torch.tensor([[0.1, 0.2, 0.4, 0.3, -0.5]] * 3)
     t = torch.tensor([[2, 2, 0, -1, 4], [1, 1, 1, 1, 1], [4, 0, 4, 0, -1]])
-    assert_matches(MLM, call(x, t, reduction="none"))
+    assert_matches(MULTILABEL_MARGIN_LOSS, call(x, t, reduction="none"))
 
 
 def test_multilabel_margin_loss_infinite_scores_give_torchs_result():
     """Only terms with a non-zero count are added, so 0 * inf never appears (torch: 0.15)."""
     x = torch.tensor([[0.5, -INF, 2.0, 0.1]])
-    res = run(MLM, call(x, torch.tensor([[0, 2, -1, -1]]), reduction="none"))
+    res = run(MULTILABEL_MARGIN_LOSS, call(x, torch.tensor([[0, 2, -1, -1]]), reduction="none"))
     assert res.loss.item() == pytest.approx(0.15)
     assert res.grads[0].tolist() == [[-0.25, 0.0, 0.0, 0.25]]
 
@@ -251,7 +270,7 @@ def test_multilabel_margin_loss_infinite_scores_give_torchs_result():
 VALUES = [INF, -INF, NAN, 0.5, 3.0]
 
 
-@pytest.mark.parametrize("name", [MM, MLM])
+@pytest.mark.parametrize("name", [MULTI_MARGIN_LOSS, MULTILABEL_MARGIN_LOSS])
 def test_hinge_losses_with_inf_and_nan_scores_match_torch_float32(name):
     """Every mix of +-inf, NaN and finite scores gives torch's float32 loss and gradient: both
     ignore pairs whose hinge argument is NaN, and both give +inf for an active infinite pair
@@ -261,15 +280,17 @@ def test_hinge_losses_with_inf_and_nan_scores_match_torch_float32(name):
     rows = [list(v) + [0.2] for v in itertools.product(VALUES, repeat=3)]
     x = torch.tensor(rows)
     n = x.shape[0]
-    if name == MM:
+    if name == MULTI_MARGIN_LOSS:
         cases = [(torch.full((n,), y), (p, 1.0)) for y in (0, 3) for p in (1, 2)]
     else:
-        cases = [(torch.tensor([t] * n), ()) for t in
-                 ([0, -1, -1, -1], [0, 1, -1, -1], [2, 0, 0, -1], [3, -1, 0, 0])]
+        cases = [
+            (torch.tensor([t] * n), ())
+            for t in ([0, -1, -1, -1], [0, 1, -1, -1], [2, 0, 0, -1], [3, -1, 0, 0])
+        ]
     for target, options in cases:
         res = run(name, call(x, target, None, options, "none"))
         xr = x.clone().requires_grad_()
-        kwargs = {"p": options[0], "margin": options[1]} if name == MM else {}
+        kwargs = {"p": options[0], "margin": options[1]} if name == MULTI_MARGIN_LOSS else {}
         ref = getattr(TF, name)(xr, target, reduction="none", **kwargs)
         ref.sum().backward()
         torch.testing.assert_close(res.loss, ref.detach(), equal_nan=True, rtol=1e-6, atol=0)
@@ -281,13 +302,15 @@ def test_logistic_losses_with_inf_and_nan_scores():
     = NaN there, the kernel gives the limit -y."""
     x = torch.tensor([[INF, -INF, NAN, INF, -INF, NAN]])
     y = torch.tensor([[1.0, 1, 1, -1, -1, -1]])
-    res = run(SM, call(x, y, reduction="none"))
+    res = run(SOFT_MARGIN_LOSS, call(x, y, reduction="none"))
     assert res.loss.tolist()[0][:2] == [0, INF] and res.loss.tolist()[0][3:5] == [INF, 0]
     assert res.grads[0].tolist()[0][:2] == [0, -1] and res.grads[0].tolist()[0][3:5] == [1, 0]
     assert res.loss[0, 2].isnan() and res.grads[0][0, 5].isnan()
     y01 = (y + 1) / 2
-    res = run(MLSM, call(x.reshape(-1, 1).contiguous(), y01.reshape(-1, 1).contiguous(),
-                         reduction="none"))
+    res = run(
+        MULTILABEL_SOFT_MARGIN_LOSS,
+        call(x.reshape(-1, 1).contiguous(), y01.reshape(-1, 1).contiguous(), reduction="none"),
+    )
     xr = x.reshape(-1, 1).clone().requires_grad_()
     ref = TF.multilabel_soft_margin_loss(xr, y01.reshape(-1, 1), reduction="none")
     ref.sum().backward()
@@ -295,16 +318,26 @@ def test_logistic_losses_with_inf_and_nan_scores():
     torch.testing.assert_close(res.grads[0], xr.grad, equal_nan=True)
 
 
-@pytest.mark.parametrize("name", [SM, MLSM, MM, MLM])
+@pytest.mark.parametrize(
+    "name",
+    [SOFT_MARGIN_LOSS, MULTILABEL_SOFT_MARGIN_LOSS, MULTI_MARGIN_LOSS, MULTILABEL_MARGIN_LOSS],
+)
 def test_one_class_and_no_rows(name):
-    target = {SM: pm1((5, 1)), MLSM: torch.ones(5, 1), MM: torch.zeros(5, dtype=torch.int64),
-              MLM: torch.tensor([[0], [-1], [0], [0], [-1]])}[name]
-    options = (1, 1.0) if name == MM else ()
+    target = {
+        SOFT_MARGIN_LOSS: pm1((5, 1)),
+        MULTILABEL_SOFT_MARGIN_LOSS: torch.ones(5, 1),
+        MULTI_MARGIN_LOSS: torch.zeros(5, dtype=torch.int64),
+        MULTILABEL_MARGIN_LOSS: torch.tensor([[0], [-1], [0], [0], [-1]]),
+    }[name]
+    options = (1, 1.0) if name == MULTI_MARGIN_LOSS else ()
     assert_matches(name, call(grid((5, 1)), target, None, options, "none"))
     # N = 0: the kernels handle it (the backend selector normally keeps empty calls away)
-    empty_target = {SM: torch.empty(0, 4), MLSM: torch.empty(0, 4),
-                    MM: torch.empty(0, dtype=torch.int64),
-                    MLM: torch.empty(0, 4, dtype=torch.int64)}[name]
+    empty_target = {
+        SOFT_MARGIN_LOSS: torch.empty(0, 4),
+        MULTILABEL_SOFT_MARGIN_LOSS: torch.empty(0, 4),
+        MULTI_MARGIN_LOSS: torch.empty(0, dtype=torch.int64),
+        MULTILABEL_MARGIN_LOSS: torch.empty(0, 4, dtype=torch.int64),
+    }[name]
     for reduction in REDUCTIONS:
         res = run(name, call(torch.empty(0, 4), empty_target, None, options, reduction))
         assert res.bad_labels == 0 and res.grads[0].shape == (0, 4)
@@ -313,31 +346,45 @@ def test_one_class_and_no_rows(name):
         elif reduction == "sum":
             assert res.loss == 0
         else:
-            assert res.loss.shape == ((0, 4) if name == SM else (0,))
+            assert res.loss.shape == ((0, 4) if name == SOFT_MARGIN_LOSS else (0,))
 
 
-@pytest.mark.parametrize("name", [SM, MLSM, MM, MLM])
+@pytest.mark.parametrize(
+    "name",
+    [SOFT_MARGIN_LOSS, MULTILABEL_SOFT_MARGIN_LOSS, MULTI_MARGIN_LOSS, MULTILABEL_MARGIN_LOSS],
+)
 def test_no_classes_is_safe(name):
     """C = 0 (refused upstream for most losses): no crash, every output written."""
-    target = {SM: torch.empty(3, 0), MLSM: torch.empty(3, 0),
-              MM: torch.zeros(3, dtype=torch.int64), MLM: torch.empty(3, 0, dtype=torch.int64)}
-    options = (1, 1.0) if name == MM else ()
-    weight = torch.empty(0) if name in (MLSM, MM) else None
+    target = {
+        SOFT_MARGIN_LOSS: torch.empty(3, 0),
+        MULTILABEL_SOFT_MARGIN_LOSS: torch.empty(3, 0),
+        MULTI_MARGIN_LOSS: torch.zeros(3, dtype=torch.int64),
+        MULTILABEL_MARGIN_LOSS: torch.empty(3, 0, dtype=torch.int64),
+    }
+    options = (1, 1.0) if name == MULTI_MARGIN_LOSS else ()
+    weight = torch.empty(0) if name in (MULTILABEL_SOFT_MARGIN_LOSS, MULTI_MARGIN_LOSS) else None
     for reduction in REDUCTIONS:
         res = run(name, call(torch.empty(3, 0), target[name], weight, options, reduction))
         assert res.grads[0].shape == (3, 0)
-        assert res.bad_labels == (3 if name == MM else 0)  # class 0 of 0 classes
+        assert res.bad_labels == (3 if name == MULTI_MARGIN_LOSS else 0)  # class 0 of 0 classes
 
 
-@pytest.mark.parametrize("name", [SM, MLSM, MM, MLM])
+@pytest.mark.parametrize(
+    "name",
+    [SOFT_MARGIN_LOSS, MULTILABEL_SOFT_MARGIN_LOSS, MULTI_MARGIN_LOSS, MULTILABEL_MARGIN_LOSS],
+)
 def test_gradient_is_for_a_unit_upstream_with_the_reduction_folded_in(name):
     n, c = 12, 9
     x = grid((n, c))
-    target = {SM: pm1((n, c)), MLSM: torch.rand(n, c).round(),
-              MM: torch.randint(0, c, (n,)), MLM: index_lists(n, c)}[name]
-    options = (2, 1.0) if name == MM else ()
+    target = {
+        SOFT_MARGIN_LOSS: pm1((n, c)),
+        MULTILABEL_SOFT_MARGIN_LOSS: torch.rand(n, c).round(),
+        MULTI_MARGIN_LOSS: torch.randint(0, c, (n,)),
+        MULTILABEL_MARGIN_LOSS: index_lists(n, c),
+    }[name]
+    options = (2, 1.0) if name == MULTI_MARGIN_LOSS else ()
     results = {r: run(name, call(x, target, None, options, r)) for r in REDUCTIONS}
-    n_terms = x.numel() if name == SM else n
+    n_terms = x.numel() if name == SOFT_MARGIN_LOSS else n
     torch.testing.assert_close(results["sum"].grads[0], results["none"].grads[0])
     torch.testing.assert_close(results["mean"].grads[0] * n_terms, results["sum"].grads[0])
     torch.testing.assert_close(results["mean"].loss * n_terms, results["sum"].loss)
@@ -348,20 +395,20 @@ def test_gradient_is_for_a_unit_upstream_with_the_reduction_folded_in(name):
 def test_inputs_are_not_modified_and_outputs_are_fresh():
     x, y = torch.randn(5, 9), pm1((5, 9))
     x0, y0 = x.clone(), y.clone()
-    a = run(SM, call(x, y))
-    b = run(SM, call(x, y))
+    a = run(SOFT_MARGIN_LOSS, call(x, y))
+    b = run(SOFT_MARGIN_LOSS, call(x, y))
     assert torch.equal(x, x0) and torch.equal(y, y0)
     assert a.grads[0].data_ptr() != b.grads[0].data_ptr() != x.data_ptr()
 
 
-@pytest.mark.parametrize("name", [MM, MLM])
+@pytest.mark.parametrize("name", [MULTI_MARGIN_LOSS, MULTILABEL_MARGIN_LOSS])
 def test_other_integer_target_dtypes_are_converted(name):
     x = grid((6, 5))
-    t = torch.randint(0, 5, (6,)) if name == MM else index_lists(6, 5)
-    options = (1, 1.0) if name == MM else ()
+    t = torch.randint(0, 5, (6,)) if name == MULTI_MARGIN_LOSS else index_lists(6, 5)
+    options = (1, 1.0) if name == MULTI_MARGIN_LOSS else ()
     ref = run(name, call(x, t, None, options, "none"))
     for dtype in (torch.int32, torch.int16, torch.uint8):
-        if dtype == torch.uint8 and name == MLM:
+        if dtype == torch.uint8 and name == MULTILABEL_MARGIN_LOSS:
             continue  # no -1 in uint8
         res = run(name, call(x, t.to(dtype), None, options, "none"))
         assert torch.equal(res.loss, ref.loss) and torch.equal(res.grads[0], ref.grads[0])
@@ -370,29 +417,55 @@ def test_other_integer_target_dtypes_are_converted(name):
 def test_large_shapes():
     torch.manual_seed(1)
     x = torch.randn(256, 4096) * 2
-    assert_matches(SM, call(x, pm1(x.shape)))
-    assert_matches(MLSM, call(x, torch.rand(x.shape).round(), torch.rand(4096)))
-    assert_matches(MM, call(grid((256, 4096)), torch.randint(0, 4096, (256,)), None, (1, 1.0)))
+    assert_matches(SOFT_MARGIN_LOSS, call(x, pm1(x.shape)))
+    assert_matches(
+        MULTILABEL_SOFT_MARGIN_LOSS, call(x, torch.rand(x.shape).round(), torch.rand(4096))
+    )
+    assert_matches(
+        MULTI_MARGIN_LOSS, call(grid((256, 4096)), torch.randint(0, 4096, (256,)), None, (1, 1.0))
+    )
     for k in (16, 1024):
         xm = grid((8, 2048))
-        assert_matches(MLM, call(xm, index_lists(8, 2048, k), reduction="none"))
+        assert_matches(MULTILABEL_MARGIN_LOSS, call(xm, index_lists(8, 2048, k), reduction="none"))
 
 
-@pytest.mark.parametrize("name", [MLSM, MM, MLM])
+@pytest.mark.parametrize(
+    "name", [MULTILABEL_SOFT_MARGIN_LOSS, MULTI_MARGIN_LOSS, MULTILABEL_MARGIN_LOSS]
+)
 def test_float64_row_losses_through_the_abi(name):
     """The optional ``rows`` output of the C ABI: each row's loss in float64 (run() itself asks
     only for the float32 loss)."""
     n, c = 40, 300  # long rows; and below, short rows in blocks
     for shape in ((n, c), (n, 7)):
         x = grid(shape)
-        target = {MLSM: torch.rand(shape), MM: torch.randint(0, shape[1], (n,)),
-                  MLM: index_lists(*shape)}[name]
-        options = (2, 0.5) if name == MM else ()
+        target = {
+            MULTILABEL_SOFT_MARGIN_LOSS: torch.rand(shape),
+            MULTI_MARGIN_LOSS: torch.randint(0, shape[1], (n,)),
+            MULTILABEL_MARGIN_LOSS: index_lists(*shape),
+        }[name]
+        options = (2, 0.5) if name == MULTI_MARGIN_LOSS else ()
         k = native._kernel(name)
         loss, rows = torch.empty(n), torch.empty(n, dtype=torch.float64)
-        args = native._CALL.pack(x.data_ptr(), 0, 0, 0, 0, 0, target.data_ptr(), 0, 0, n,
-                                 shape[1], *options, *(0.0,) * (4 - len(options)), 1.0, 0, 1,
-                                 loss.data_ptr(), rows.data_ptr())
+        args = native._CALL.pack(
+            x.data_ptr(),
+            0,
+            0,
+            0,
+            0,
+            0,
+            target.data_ptr(),
+            0,
+            0,
+            n,
+            shape[1],
+            *options,
+            *(0.0,) * (4 - len(options)),
+            1.0,
+            0,
+            1,
+            loss.data_ptr(),
+            rows.data_ptr(),
+        )
         assert k.fn(args) == 0
         ref, _ = reference(name, call(x, target, None, options, "none"))
         torch.testing.assert_close(rows, ref, rtol=1e-6, atol=1e-9)  # float32 terms
@@ -406,8 +479,14 @@ def test_float64_row_losses_through_the_abi(name):
 def test_logistic_accuracy_over_the_whole_range():
     """Loss and gradient within 6e-7 relative of float64 math from -1e4 to 1e4 (tiny tails, the
     flush below the normal range and the kinks of the range reduction included)."""
-    m = torch.cat([torch.linspace(-110, 110, 400_001), torch.tensor([-1e4, -1e3, 1e3, 1e4, 0.0]),
-                   torch.logspace(-8, 0, 2000), -torch.logspace(-8, 0, 2000)])
+    m = torch.cat(
+        [
+            torch.linspace(-110, 110, 400_001),
+            torch.tensor([-1e4, -1e3, 1e3, 1e4, 0.0]),
+            torch.logspace(-8, 0, 2000),
+            -torch.logspace(-8, 0, 2000),
+        ]
+    )
     md = m.double()
     tiny = torch.finfo(torch.float32).tiny
 
@@ -421,13 +500,13 @@ def test_logistic_accuracy_over_the_whole_range():
 
     x = m.reshape(1, -1)
     for y in (1.0, -1.0):
-        res = run(SM, call(x, torch.full_like(x, y), reduction="none"))
+        res = run(SOFT_MARGIN_LOSS, call(x, torch.full_like(x, y), reduction="none"))
         ym = y * md
         check(res.loss[0], ym.neg().clamp_min(0) + torch.log1p(torch.exp(-ym.abs())))
         check(res.grads[0][0], -y * torch.sigmoid(-ym))
     xc = m.reshape(-1, 1)  # one class per row: the row loss is the element's loss
     for y in (0.0, 1.0):
-        res = run(MLSM, call(xc, torch.full_like(xc, y), reduction="none"))
+        res = run(MULTILABEL_SOFT_MARGIN_LOSS, call(xc, torch.full_like(xc, y), reduction="none"))
         check(res.loss, (md.clamp_min(0) - y * md) + torch.log1p(torch.exp(-md.abs())))
         check(res.grads[0][:, 0], (1 - y) * torch.sigmoid(md) - y * torch.sigmoid(-md))
 
@@ -436,16 +515,27 @@ def test_logistic_accuracy_over_the_whole_range():
 # threads
 
 
-@pytest.mark.parametrize("name", [SM, MLSM, MM, MLM])
+@pytest.mark.parametrize(
+    "name",
+    [SOFT_MARGIN_LOSS, MULTILABEL_SOFT_MARGIN_LOSS, MULTI_MARGIN_LOSS, MULTILABEL_MARGIN_LOSS],
+)
 def test_any_thread_count_gives_bitwise_identical_results(name):
-    shapes = [(96, 4099), (1, 300_000), (5000, 20)] if name in (SM, MLSM) else [(96, 4099)]
+    shapes = (
+        [(96, 4099), (1, 300_000), (5000, 20)]
+        if name in (SOFT_MARGIN_LOSS, MULTILABEL_SOFT_MARGIN_LOSS)
+        else [(96, 4099)]
+    )
     saved = torch.get_num_threads()
     try:
         for n, c in shapes:
             x = torch.randn(n, c) * 4
-            target = {SM: pm1((n, c)), MLSM: torch.rand(n, c).round(),
-                      MM: torch.randint(0, c, (n,)), MLM: index_lists(n, c, 40)}[name]
-            options = (2, 0.5) if name == MM else ()
+            target = {
+                SOFT_MARGIN_LOSS: pm1((n, c)),
+                MULTILABEL_SOFT_MARGIN_LOSS: torch.rand(n, c).round(),
+                MULTI_MARGIN_LOSS: torch.randint(0, c, (n,)),
+                MULTILABEL_MARGIN_LOSS: index_lists(n, c, 40),
+            }[name]
+            options = (2, 0.5) if name == MULTI_MARGIN_LOSS else ()
             results = {}
             for threads in (1, 2, 3):
                 torch.set_num_threads(threads)
@@ -469,17 +559,17 @@ def test_any_thread_count_gives_bitwise_identical_results(name):
 def test_soft_margin_bad_labels():
     y = pm1((40, 50))
     bad = [0.0, 2.0, -2.0, 0.5, NAN, INF, -0.0]
-    y.view(-1)[torch.randperm(y.numel())[:len(bad)]] = torch.tensor(bad)
-    assert run(SM, call(torch.randn(40, 50), y)).bad_labels == len(bad)
-    assert run(SM, call(torch.randn(40, 50), pm1((40, 50)))).bad_labels == 0
+    y.view(-1)[torch.randperm(y.numel())[: len(bad)]] = torch.tensor(bad)
+    assert run(SOFT_MARGIN_LOSS, call(torch.randn(40, 50), y)).bad_labels == len(bad)
+    assert run(SOFT_MARGIN_LOSS, call(torch.randn(40, 50), pm1((40, 50)))).bad_labels == 0
 
 
 def test_multilabel_soft_margin_bad_labels():
     y = torch.rand(40, 50)
     y[0, :3] = torch.tensor([0.0, 1.0, -0.0])  # fine
     bad = [-0.1, 1.1, NAN, INF, -INF]
-    y[1, :len(bad)] = torch.tensor(bad)
-    assert run(MLSM, call(torch.randn(40, 50), y)).bad_labels == len(bad)
+    y[1, : len(bad)] = torch.tensor(bad)
+    assert run(MULTILABEL_SOFT_MARGIN_LOSS, call(torch.randn(40, 50), y)).bad_labels == len(bad)
 
 
 def test_multi_margin_bad_targets_are_counted_and_never_read():
@@ -489,41 +579,51 @@ def test_multi_margin_bad_targets_are_counted_and_never_read():
     t[[1, 3, 4, 6]] = torch.tensor([-1, c, 2**62, -(2**63)])
     good = torch.tensor([0, 2, 5, 7])
     for weight in (None, torch.rand(c), torch.rand(n, c)):
-        res = run(MM, call(x, t, weight, (1, 1.0), "none"))
+        res = run(MULTI_MARGIN_LOSS, call(x, t, weight, (1, 1.0), "none"))
         assert res.bad_labels == 4
         assert (res.loss[[1, 3, 4, 6]] == 0).all() and (res.grads[0][[1, 3, 4, 6]] == 0).all()
         w_good = weight[good].contiguous() if weight is not None and weight.dim() == 2 else weight
-        ref = run(MM, call(x[good].contiguous(), t[good].contiguous(), w_good, (1, 1.0), "none"))
+        ref = run(
+            MULTI_MARGIN_LOSS,
+            call(x[good].contiguous(), t[good].contiguous(), w_good, (1, 1.0), "none"),
+        )
         assert torch.equal(res.loss[good], ref.loss)
         assert torch.equal(res.grads[0][good], ref.grads[0])
 
 
 def test_multilabel_margin_bad_entries_are_counted_and_never_read():
     c = 6
-    t = torch.tensor([[0, 2**62, 3, -1, 7, -2],  # 2**62 before the -1: skipped; 3 counted
-                      [1, -1, 2**62, -(2**62), 0, 0],  # bad entries after the -1 count too
-                      [-5, 1, 2, -1, -1, -1],  # -5 ends the list, and is bad
-                      [c, -1, -1, -1, -1, -1]])
+    t = torch.tensor(
+        [
+            [0, 2**62, 3, -1, 7, -2],  # 2**62 before the -1: skipped; 3 counted
+            [1, -1, 2**62, -(2**62), 0, 0],  # bad entries after the -1 count too
+            [-5, 1, 2, -1, -1, -1],  # -5 ends the list, and is bad
+            [c, -1, -1, -1, -1, -1],
+        ]
+    )
     x = grid((4, c))
-    res = run(MLM, call(x, t, reduction="none"))
+    res = run(MULTILABEL_MARGIN_LOSS, call(x, t, reduction="none"))
     assert res.bad_labels == 3 + 2 + 1 + 1
     # the out-of-range entries are skipped: row 0 is the list [0, 3]
     clean = torch.tensor([[0, 3, -1, -1, -1, -1]])
-    ref = run(MLM, call(x[:1].contiguous(), clean, reduction="none"))
+    ref = run(MULTILABEL_MARGIN_LOSS, call(x[:1].contiguous(), clean, reduction="none"))
     assert torch.equal(res.loss[:1], ref.loss) and torch.equal(res.grads[0][:1], ref.grads[0])
 
 
-@pytest.mark.parametrize("target, c, expected", [
-    ([[0, 0, 0], [0, 0, 0]], 3, 1),  # only 0s and 1s with C > 2: a 0/1 mask, one more
-    ([[1, 0, 1, 1], [0, 1, 1, 0]], 4, 1),
-    ([[1, 0], [0, 1]], 2, 0),  # C = 2: a valid list
-    ([[1, 0, -1], [0, 1, 1]], 3, 0),  # a -1: not a mask
-    ([[1, 0, 2], [0, 1, 1]], 3, 0),
-    ([[1, 0, 5], [0, 1, 1]], 3, 1),  # one out of range, not all 0/1
-])
+@pytest.mark.parametrize(
+    "target, c, expected",
+    [
+        ([[0, 0, 0], [0, 0, 0]], 3, 1),  # only 0s and 1s with C > 2: a 0/1 mask, one more
+        ([[1, 0, 1, 1], [0, 1, 1, 0]], 4, 1),
+        ([[1, 0], [0, 1]], 2, 0),  # C = 2: a valid list
+        ([[1, 0, -1], [0, 1, 1]], 3, 0),  # a -1: not a mask
+        ([[1, 0, 2], [0, 1, 1]], 3, 0),
+        ([[1, 0, 5], [0, 1, 1]], 3, 1),  # one out of range, not all 0/1
+    ],
+)
 def test_multilabel_margin_mask_rule(target, c, expected):
     t = torch.tensor(target)
-    assert run(MLM, call(grid(t.shape), t)).bad_labels == expected
+    assert run(MULTILABEL_MARGIN_LOSS, call(grid(t.shape), t)).bad_labels == expected
 
 
 # ----------------------------------------------------------------------------------------------
@@ -532,29 +632,33 @@ def test_multilabel_margin_mask_rule(target, c, expected):
 
 def test_unavailable_says_why():
     x, y = torch.randn(4, 6), pm1((4, 6))
-    sm, mm, mlsm = SPECS[SM], SPECS[MM], SPECS[MLSM]
+    soft, multi, multilabel_soft = (
+        SPECS[SOFT_MARGIN_LOSS],
+        SPECS[MULTI_MARGIN_LOSS],
+        SPECS[MULTILABEL_SOFT_MARGIN_LOSS],
+    )
     t = torch.randint(0, 6, (4,))
     cases = [
-        (sm, call(x.double(), y.double()), "float32 inputs"),
-        (sm, call(torch.empty(4, 6, device="meta"), y), "run on the CPU"),
-        (sm, call(x.t(), y.t()), "contiguous inputs"),
-        (sm, call(x, y[:1].expand(4, 6)), "contiguous target"),
-        (sm, call(x, y[0]), "target of shape (4, 6)"),
-        (sm, call(x, y.double()), "torch.float32 target"),
-        (sm, call(x, y, torch.ones(6)), "takes no weight"),
-        (mm, call(x, t.float(), None, (1, 1.0)), "torch.int64 target"),
-        (mm, call(x, t, torch.ones(6).double(), (1, 1.0)), "float32 CPU weight"),
-        (mm, call(x, t, torch.ones(5), (1, 1.0)), "weight of shape (C,) or (N, C)"),
-        (mm, call(x, t, None, (3, 1.0)), "p = 1 or p = 2"),
-        (mm, call(x, t, None, (1,)), "takes 2 options"),
-        (mlsm, call(x, y.abs(), torch.ones(6, 4).t()), "contiguous weight"),
-        (mlsm, call(x, y.abs(), torch.ones(4, 12)[:, ::2]), "contiguous weight"),
+        (soft, call(x.double(), y.double()), "float32 inputs"),
+        (soft, call(torch.empty(4, 6, device="meta"), y), "run on the CPU"),
+        (soft, call(x.t(), y.t()), "contiguous inputs"),
+        (soft, call(x, y[:1].expand(4, 6)), "contiguous target"),
+        (soft, call(x, y[0]), "target of shape (4, 6)"),
+        (soft, call(x, y.double()), "torch.float32 target"),
+        (soft, call(x, y, torch.ones(6)), "takes no weight"),
+        (multi, call(x, t.float(), None, (1, 1.0)), "torch.int64 target"),
+        (multi, call(x, t, torch.ones(6).double(), (1, 1.0)), "float32 CPU weight"),
+        (multi, call(x, t, torch.ones(5), (1, 1.0)), "weight of shape (C,) or (N, C)"),
+        (multi, call(x, t, None, (3, 1.0)), "p = 1 or p = 2"),
+        (multi, call(x, t, None, (1,)), "takes 2 options"),
+        (multilabel_soft, call(x, y.abs(), torch.ones(6, 4).t()), "contiguous weight"),
+        (multilabel_soft, call(x, y.abs(), torch.ones(4, 12)[:, ::2]), "contiguous weight"),
     ]
     for spec, c, why in cases:
         problem = native.unavailable(spec, c)
         assert problem is not None and why in problem, (why, problem)
-    assert native.unavailable(mm, call(x, t.int(), None, (2, 0.0))) is None
-    assert native.unavailable(mlsm, call(x, y.abs(), torch.ones(4, 6))) is None
+    assert native.unavailable(multi, call(x, t.int(), None, (2, 0.0))) is None
+    assert native.unavailable(multilabel_soft, call(x, y.abs(), torch.ones(4, 6))) is None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -563,8 +667,13 @@ def test_unavailable_says_why():
 
 def _python(code: str, **env) -> subprocess.CompletedProcess:
     """Runs ``code`` in a fresh interpreter with extra environment variables."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 _PROBE = """
@@ -578,8 +687,13 @@ _PROBE = """
 """
 
 
-@pytest.mark.parametrize("env, why", [({"MARGINLOSS_NATIVE": "0"}, "MARGINLOSS_NATIVE=0"),
-                                      ({"CC": "no-such-compiler-xyz"}, "no C compiler")])
+@pytest.mark.parametrize(
+    "env, why",
+    [
+        ({"MARGINLOSS_NATIVE": "0"}, "MARGINLOSS_NATIVE=0"),
+        ({"CC": "no-such-compiler-xyz"}, "no C compiler"),
+    ],
+)
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX paths")
 def test_disabled_or_without_compiler_is_unavailable_and_says_why(tmp_path, env, why):
     done = _python(_PROBE, MARGINLOSS_CACHE_DIR=str(tmp_path / "c"), **env)
@@ -605,8 +719,9 @@ def test_built_once_into_the_cache_then_loaded(tmp_path):
     (lib,) = (tmp_path / "cache").iterdir()
     assert lib.suffix == ".so"
     stamp = lib.stat().st_mtime_ns
-    second = _python(code.replace('assert not os.path.exists(cache), "import must not build"',
-                                  "pass"), **env)
+    second = _python(
+        code.replace('assert not os.path.exists(cache), "import must not build"', "pass"), **env
+    )
     assert second.returncode == 0, second.stderr
     assert first.stdout == second.stdout and lib.stat().st_mtime_ns == stamp
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 from helpers import REDUCTIONS, assert_close, make_inputs
-from loss_cases import CASES, cases
+from loss_cases import cases
 
 import marginloss.functional as F
 

@@ -9,7 +9,13 @@ accepts silently. Each loss is also a registered operator, ``torch.ops.marginlos
 Importing the package imports no optional dependency (no Triton) and probes no device.
 """
 
-from marginloss import _ops, errors, functional, guide, labels  # _ops registers the operators
+from marginloss import (
+    _ops,  # noqa: F401 (registers the operators torch.ops.marginloss.*)
+    errors,
+    functional,
+    guide,
+    labels,
+)
 from marginloss.errors import BackendUnavailableError, DtypeError, LabelError, ShapeError
 from marginloss.functional import *  # noqa: F403 (the losses, as listed in functional.__all__)
 from marginloss.guide import Recommendation, recommend

@@ -63,7 +63,9 @@ def run(spec: LossSpec, inputs: tuple, target, weight, options: tuple, size_aver
         plan = _PLANS.get(key) if key is not None else None
         if plan is not None:
             call = Call(inputs, target, weight, plan.options, reduction, plan.need_grad)
-            return _eager(spec, call, validate, plan.backend)
+            if plan.grad:
+                return _EAGER_APPLY((spec, call, validate, plan.backend), *inputs)
+            return _ops.compute(spec, call, validate, plan.backend).loss
     # 2. autocast: these losses run in float32, as torch's do (in eager code, one cheap
     # "any autocast?" first; traced code asks what torch.compile guards on)
     x = inputs[0]
@@ -86,7 +88,7 @@ def run(spec: LossSpec, inputs: tuple, target, weight, options: tuple, size_aver
                 and weight_c is weight and all(a is b for a, b in zip(xs, inputs))):
             if len(_PLANS) >= 256:
                 _PLANS.clear()
-            _PLANS[key] = _Plan(options_c, need, chosen)  # canonical already: no views
+            _PLANS[key] = _Plan(options_c, need, True in need, chosen)  # canonical already
     else:
         triton = _triton_op(spec, call, validate, backend)
         args = _ops.flatten(spec, call, validate, backend)
@@ -107,6 +109,7 @@ class _Plan(NamedTuple):
 
     options: tuple
     need_grad: tuple[bool, ...]
+    grad: bool  # True in need_grad
     backend: ModuleType
 
 
@@ -122,8 +125,7 @@ def _signature(spec: LossSpec, inputs: tuple, target, weight, options: tuple, *f
         if t is None:
             key.append(None)
         elif t.__class__ in _PLAIN and not t.is_meta:
-            key.append((t.dtype, t.is_cpu, t.get_device(), t.shape, t.stride(),
-                        t.requires_grad))
+            key += t.dtype, t.shape, t.stride(), t.requires_grad, t.is_cpu or t.device
         else:
             return None
     try:
@@ -199,11 +201,6 @@ def _triton_ready(name: str) -> bool:
 _triton_ready._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
-def _is_one(t: Tensor) -> bool:
-    """``t`` is a single 1 that can be read without a device synchronisation."""
-    return t.is_cpu and t.numel() == 1 and t.item() == 1
-
-
 class _Eager(torch.autograd.Function):
     """The fused loss in plain eager mode: forward runs the operator's implementation and keeps
     the gradients; backward scales them by the upstream gradient, or hands them over as they are
@@ -225,8 +222,10 @@ class _Eager(torch.autograd.Function):
         if grads is None:  # a second backward through the same graph: compute them again
             spec, call, _, backend = ctx.state
             grads = _ops.compute(spec, call, False, backend).grads
-        if _is_one(grad_loss):
-            ctx.grads = None  # handed over: autograd may keep the tensor itself as .grad
+        if grad_loss.is_cpu and grad_loss.numel() == 1 and grad_loss.item() == 1:
+            # exactly 1 (read without a device synchronisation): hand the gradients over,
+            # autograd may keep the tensor itself as .grad (no pass, no copy)
+            ctx.grads = None
         else:
             grads = [None if g is None else _ops.scale(g, grad_loss) for g in grads]
         return (None, *grads)

@@ -37,7 +37,6 @@ loss                           ``target``                values
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from marginloss import _pipeline, losses
@@ -303,5 +302,5 @@ def multilabel_margin_loss(
         >>> round(multilabel_margin_loss(x, y).item(), 4)
         0.85
     """
-    return _pipeline.run(losses.multilabel_margin_loss.SPEC, (input,), target, None, (), size_average,
-                         reduce, reduction, validate, backend)
+    return _pipeline.run(losses.multilabel_margin_loss.SPEC, (input,), target, None, (),
+                         size_average, reduce, reduction, validate, backend)

@@ -47,8 +47,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from marginloss.backends._common import grad_scale
-from marginloss.losses._spec import Call, LossSpec, Result
+from marginloss.losses._spec import Call, LossSpec, Result, input_dtype
 
 NAME = "native"
 DEVICES = ("cpu",)  # device types backend="auto" may send here
@@ -357,6 +356,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _mean_scale(n_terms: int) -> float:
+    """``"mean"``'s :func:`~marginloss.backends._common.grad_scale`, from what ``run`` has."""
+    return 1.0 / n_terms if n_terms else 1.0
+
+
 def run(spec: LossSpec, call: Call) -> Result:
     """The loss, the gradients and the bad-label count of ``call``, in one C pass.
 
@@ -397,11 +401,11 @@ def run(spec: LossSpec, call: Call) -> Result:
         0 if weight is None else weight.data_ptr(),
         n_cols if weight is not None and weight.dim() == 2 and weight.stride(0) else 0,
         n_rows, n_cols,
-        *opts, grad_scale(spec, call), reduction,
+        *opts, _mean_scale(n_rows * n_cols if k.elementwise else n_rows)
+        if reduction == 1 else 1.0, reduction,
         1 if _forked else torch.get_num_threads(), loss.data_ptr(), 0))
     if bad < 0:
         raise MemoryError(f"the native kernel for {spec.name} ran out of scratch memory")
-    out_dtype = spec.out_dtype(call)
-    if out_dtype is not _F32:
-        loss = loss.to(out_dtype)
+    if spec.out_dtype is not input_dtype:  # (the inputs here are float32)
+        loss = loss.to(spec.out_dtype(call))
     return Result(loss, grads, bad)

@@ -23,12 +23,11 @@ unit upstream gradient, with the reduction's scale folded in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
-
 
 #: Every backend: what a loss with a C and a Triton kernel lists in ``LossSpec.backends``.
 KERNELS = ("triton", "native", "torch")
@@ -61,6 +60,11 @@ class Result(NamedTuple):
     loss: Tensor
     grads: tuple[Tensor | None, ...]
     bad_labels: int | None = None
+
+
+def input_dtype(call: Call) -> torch.dtype:
+    """The default :attr:`LossSpec.out_dtype`: the loss has the (first) input's dtype."""
+    return call.inputs[0].dtype
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,7 @@ class LossSpec:
     backends: tuple[str, ...] = ("torch",)
     fused_label_check: tuple[str, ...] = ()
     full_weight: bool = False
-    out_dtype: Callable[[Call], torch.dtype] = field(default=lambda call: call.inputs[0].dtype)
+    out_dtype: Callable[[Call], torch.dtype] = input_dtype
     benchmark_cases: tuple[dict, ...] = ({"n": 1024, "c": 4096},)
 
     def __repr__(self) -> str:

@@ -85,7 +85,7 @@ def check_labels(call: Call) -> None:
     if target.numel() == 0:
         return
     lo, hi = _checks.read_back(*torch.aminmax(target))
-    if 0 <= lo and hi < n_classes:
+    if lo >= 0 and hi < n_classes:
         return
     hint = " If your classes are numbered from 1, use `target - 1`." if hi == n_classes else ""
     raise LabelError(

@@ -70,7 +70,7 @@ def check_labels(call: Call) -> None:
     if target.numel() == 0:
         return
     lo, hi = _checks.read_back(*torch.aminmax(target))
-    if -1 <= lo and hi < n_classes and not (lo >= 0 and hi <= 1 and n_classes > 2):
+    if lo >= -1 and hi < n_classes and not (lo >= 0 and hi <= 1 and n_classes > 2):
         return
     if lo >= 0 and hi <= 1:
         raise LabelError(

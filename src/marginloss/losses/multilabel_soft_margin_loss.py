@@ -96,7 +96,7 @@ def check_labels(call: Call) -> None:
         return
     lo, hi = _checks.read_back(*torch.aminmax(target if target.dtype != torch.bool
                                               else target.to(torch.uint8)))
-    if 0 <= lo and hi <= 1:
+    if lo >= 0 and hi <= 1:
         return
     seen = _checks.values_preview(target)
     if lo == -1 and set(torch.unique(target).tolist()) <= {-1, 0, 1} and hi == 1:
