@@ -2,6 +2,8 @@
 
     PYTHONPATH=src python benchmarks/gpu_check.py OUT_DIR            # e.g. "$OUT"
     PYTHONPATH=src python benchmarks/gpu_check.py OUT_DIR --dry-run  # the plan; no GPU needed
+    PYTHONPATH=src python benchmarks/gpu_check.py OUT_DIR --interpret  # all of it, on the CPU,
+                                                   # under Triton's interpreter, tiny sizes
 
 Parts, in order, each in its own process with its own time limit, so that one failure or hang
 does not lose the rest. Each ends with one line, ``== <part>: <status> (<seconds> s)``, status
@@ -68,16 +70,23 @@ class Part:
     skip_reason: str | None = None
 
 
-def plan(out: Path, budget: float, bf16_compile: bool = False) -> list[Part]:
-    """The parts, in order (see the module docstring)."""
-    bench = [PY, "-m", "marginloss.benchmark", "--device", "cuda", "--budget", str(budget),
+def plan(out: Path, budget: float, bf16_compile: bool = False,
+         interpret: bool = False) -> list[Part]:
+    """The parts, in order (see the module docstring). ``interpret``: the same parts on CPU
+    tensors under Triton's interpreter (the kernel tests marked ``interpret``; the benchmark
+    with ``backend="triton"`` at a tiny size), to run the whole script end to end without a
+    GPU."""
+    device = ["--device", "cpu", "--backend", "triton", "--quick", "--n", "8", "--c", "16"] \
+        if interpret else ["--device", "cuda"]
+    bench = [PY, "-m", "marginloss.benchmark", *device, "--budget", str(budget),
              "--out", str(out / "bench.md"), "--csv", str(out / "bench.csv")]
     composability = ROOT / "tests" / "test_composability.py"
     return [
         Part("environment", [PY, "-c", ENV_SCRIPT], 45),
         Part("marginloss info", [PY, "-m", "marginloss", "info"], 30),
-        Part("kernel tests", [PY, "-m", "pytest", "tests/kernels", "-m", "gpu", "-q", "-x",
-                              "-p", "no:cacheprovider"], 100),
+        Part("kernel tests", [PY, "-m", "pytest", "tests/kernels", "-m",
+                              "interpret" if interpret else "gpu", "-q", "-x",
+                              "-p", "no:cacheprovider"], 100 if not interpret else 240),
         Part("bench float32", [*bench, "--dtype", "float32"], 140),
         Part("bench bfloat16", [*bench, "--dtype", "bfloat16",
                                 *([] if bf16_compile else ["--no-compile"])], 120),
@@ -87,12 +96,15 @@ def plan(out: Path, budget: float, bf16_compile: bool = False) -> list[Part]:
     ]
 
 
-def child_env() -> dict[str, str]:
-    """The environment of every part: the checkout's src first, no Triton interpreter."""
+def child_env(interpret: bool = False) -> dict[str, str]:
+    """The environment of every part: the checkout's src first; Triton's interpreter only
+    for ``--interpret``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p)
     env.pop("TRITON_INTERPRET", None)
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -102,13 +114,14 @@ def shown(argv: list[str]) -> str:
     return " ".join("<script>" if "\n" in a else a for a in argv)
 
 
-def run_part(part: Part, log: Path, limit_s: float) -> tuple[str, float]:
+def run_part(part: Part, log: Path, limit_s: float,
+             interpret: bool = False) -> tuple[str, float]:
     """Run one part with its output in ``log``; return (status line, seconds)."""
     start = time.monotonic()
     with log.open("w") as f:
         f.write(f"$ {shown(part.argv)}\n")
         f.flush()
-        proc = subprocess.Popen(part.argv, cwd=ROOT, env=child_env(), stdout=f,
+        proc = subprocess.Popen(part.argv, cwd=ROOT, env=child_env(interpret), stdout=f,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             rc = proc.wait(timeout=limit_s)
@@ -191,10 +204,13 @@ def main(argv: list[str] | None = None) -> int:
                              "twice may not fit the time)")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the plan without running it (no GPU needed)")
+    parser.add_argument("--interpret", action="store_true",
+                        help="run every part on CPU tensors under Triton's interpreter, at tiny "
+                             "sizes (the end-to-end check of this script without a GPU)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    parts = plan(out, args.budget, args.bf16_compile)
+    parts = plan(out, args.budget, args.bf16_compile, args.interpret)
     if args.dry_run:
         rc = dry_run(parts, out)
         status, seconds = run_part(parts[0], out / "0_environment.log", parts[0].limit_s)
@@ -213,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {part.name}: running (at most {min(part.limit_s, left):.0f} s) ...",
               flush=True)
         try:
-            status, seconds = run_part(part, log, min(part.limit_s, left))
+            status, seconds = run_part(part, log, min(part.limit_s, left), args.interpret)
         except Exception as e:  # noqa: BLE001 - e.g. cannot start the process: say so, go on
             status, seconds = f"FAILED to start ({type(e).__name__}: {e})", 0.0
         failed |= status != "OK"

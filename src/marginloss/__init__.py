@@ -16,6 +16,7 @@ from marginloss import (
     guide,
     labels,
 )
+from marginloss._deferred import check_labels
 from marginloss.errors import BackendUnavailableError, DtypeError, LabelError, ShapeError
 from marginloss.functional import *  # noqa: F403 (the losses, as listed in functional.__all__)
 from marginloss.guide import Recommendation, recommend
@@ -29,6 +30,7 @@ __all__ = [
     "LabelError",
     "Recommendation",
     "ShapeError",
+    "check_labels",
     "errors",
     "functional",
     "guide",

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from marginloss import backends
+from marginloss import _deferred, backends
 from marginloss.backends._common import acc_dtype
 from marginloss.errors import LabelError
 from marginloss.losses import LOSSES
@@ -120,19 +120,44 @@ def _typed(fn: Callable, spec: LossSpec, name: str) -> Callable:
 # implementations
 
 
-def compute(spec: LossSpec, call: Call, validate: bool, backend: str | ModuleType) -> Result:
-    """The loss on real tensors: pick the backend (unless ``backend`` is the chosen module
-    already), check the labels, run the kernel."""
-    be = backends.select(backend, spec, call) if backend.__class__ is str else backend
+def compute(spec: LossSpec, call: Call, validate: bool, backend: str,
+            chosen: ModuleType | None = None) -> Result:
+    """The loss on real tensors: pick the backend for ``backend=`` (unless ``chosen`` is the
+    module already picked), check the labels, run the kernel.
+
+    Labels are checked inside the kernel's own pass where the backend can
+    (``spec.fused_label_check``), else by ``spec.check_labels`` first. A count of bad labels on
+    the host raises :class:`~marginloss.errors.LabelError` now; a count on a GPU turns the loss
+    into NaN and is reported by a later call (:mod:`marginloss._deferred`), so the call never
+    waits for the device.
+    """
+    if _deferred._pending:
+        _deferred.poll()
+    be = chosen or backends.select(backend, spec, call)
     fused = validate and be.NAME in spec.fused_label_check
     if validate and not fused:
         spec.check_labels(call)
-    result = be.run(spec, call)
-    if fused and result.bad_labels:
-        spec.check_labels(call)  # raises, with the message of the loss's own check
-        raise LabelError(f"{spec.name}: `target` holds {result.bad_labels} values outside the "
-                         f"label convention ({spec.convention}).")  # pragma: no cover
+    try:
+        result = be.run(spec, call, fused)
+    except Exception as e:  # noqa: BLE001 - a kernel that cannot compile or launch here
+        if backend != "auto" or be.NAME == "torch" or isinstance(e, _PROPAGATE):
+            raise
+        backends.disable(be, spec, f"{type(e).__name__}: {e}")  # warns, once
+        return compute(spec, call, validate, backend)
+    bad = result.bad_labels
+    if fused and bad is not None:
+        if isinstance(bad, Tensor) and not bad.is_cpu:
+            return result._replace(loss=_deferred.defer(spec, call, result.loss, bad),
+                                   bad_labels=None)
+        if int(bad):
+            spec.check_labels(call)  # raises, with the message of the loss's own check
+            raise LabelError(f"{spec.name}: `target` holds {int(bad)} values outside the "
+                             f"label convention ({spec.convention}).")  # pragma: no cover
     return result
+
+
+# errors a kernel raises about the call or the machine, which no other backend would fix
+_PROPAGATE = (LabelError, MemoryError, torch.cuda.OutOfMemoryError, KeyboardInterrupt)
 
 
 def outputs(call: Call, result: Result) -> tuple[Tensor, ...]:

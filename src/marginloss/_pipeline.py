@@ -59,13 +59,13 @@ def run(spec: LossSpec, inputs: tuple, target, weight, options: tuple, size_aver
         # a plain eager call whose metadata repeats an earlier one (a training loop's next step)
         # skips the checks and the backend choice it passed then: they read only metadata
         key = _signature(spec, inputs, target, weight, options, reduction, validate, backend,
-                         grad_on)
+                         grad_on, backends.generation)
         plan = _PLANS.get(key) if key is not None else None
         if plan is not None:
             call = Call(inputs, target, weight, plan.options, reduction, plan.need_grad)
             if plan.grad:
-                return _EAGER_APPLY((spec, call, validate, plan.backend), *inputs)
-            return _ops.compute(spec, call, validate, plan.backend).loss
+                return _EAGER_APPLY((spec, call, validate, backend, plan.backend), *inputs)
+            return _ops.compute(spec, call, validate, backend, plan.backend).loss
     # 2. autocast: these losses run in float32, as torch's do (in eager code, one cheap
     # "any autocast?" first; traced code asks what torch.compile guards on)
     x = inputs[0]
@@ -83,7 +83,7 @@ def run(spec: LossSpec, inputs: tuple, target, weight, options: tuple, size_aver
     # 4. the operator
     if eager and _plain_tensors(call):
         chosen = backends.select(backend, spec, call)
-        loss = _eager(spec, call, validate, chosen)
+        loss = _eager(spec, call, validate, backend, chosen)
         if (key is not None and backend != "triton" and target_c is target
                 and weight_c is weight and all(a is b for a, b in zip(xs, inputs))):
             if len(_PLANS) >= 256:
@@ -134,12 +134,13 @@ def _signature(spec: LossSpec, inputs: tuple, target, weight, options: tuple, *f
         return None
 
 
-def _eager(spec: LossSpec, call: Call, validate: bool, backend: ModuleType) -> Tensor:
-    """Run ``call`` on ``backend``: through the fused autograd Function when a gradient is
-    needed, else the kernel alone."""
+def _eager(spec: LossSpec, call: Call, validate: bool, backend: str,
+           chosen: ModuleType) -> Tensor:
+    """Run ``call`` on the ``chosen`` backend: through the fused autograd Function when a
+    gradient is needed, else the kernel alone."""
     if True in call.need_grad:
-        return _EAGER_APPLY((spec, call, validate, backend), *call.inputs)
-    return _ops.compute(spec, call, validate, backend).loss
+        return _EAGER_APPLY((spec, call, validate, backend, chosen), *call.inputs)
+    return _ops.compute(spec, call, validate, backend, chosen).loss
 
 
 def check_options(validate: object, backend: object, fn: str) -> None:
@@ -210,7 +211,7 @@ class _Eager(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, state, *inputs):
-        result = _ops.compute(*state)  # state: (spec, call, validate, backend module)
+        result = _ops.compute(*state)  # state: (spec, call, validate, backend, chosen module)
         ctx.state, ctx.grads = state, result.grads
         return result.loss
 
@@ -219,12 +220,20 @@ class _Eager(torch.autograd.Function):
         if torch.is_grad_enabled():
             _ops.check_differentiable_once()
         grads = ctx.grads
+        spec, call, _, backend, chosen = ctx.state
         if grads is None:  # a second backward through the same graph: compute them again
-            spec, call, _, backend = ctx.state
-            grads = _ops.compute(spec, call, False, backend).grads
-        if grad_loss.is_cpu and grad_loss.numel() == 1 and grad_loss.item() == 1:
-            # exactly 1 (read without a device synchronisation): hand the gradients over,
-            # autograd may keep the tensor itself as .grad (no pass, no copy)
+            grads = _ops.compute(spec, call, False, backend, chosen).grads
+        if grad_loss.is_cpu:
+            if grad_loss.numel() == 1 and grad_loss.item() == 1:
+                # exactly 1: hand the gradients over, autograd may keep the tensor itself as
+                # .grad (no pass, no copy)
+                ctx.grads = None
+            else:
+                grads = [None if g is None else _ops.scale(g, grad_loss) for g in grads]
+        elif hasattr(chosen, "scale_"):
+            # on the device, in place: skipped there when the upstream gradient is 1, no host
+            # read (a CUDA graph can capture it), no temporary; then handed over
+            grads = [None if g is None else chosen.scale_(g, grad_loss) for g in grads]
             ctx.grads = None
         else:
             grads = [None if g is None else _ops.scale(g, grad_loss) for g in grads]

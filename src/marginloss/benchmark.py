@@ -79,6 +79,7 @@ import contextlib
 import csv
 import ctypes
 import datetime
+import functools
 import gc
 import importlib.metadata
 import importlib.util
@@ -97,6 +98,7 @@ from torch.utils import benchmark as torch_benchmark
 
 import marginloss
 import marginloss.functional as F
+from marginloss.backends import BACKENDS
 from marginloss.losses import LOSSES, LossSpec, by_name
 
 #: The implementations compared, in table order.
@@ -416,12 +418,15 @@ def compile_fresh(fn: Callable) -> Callable:
 
 
 def implementations(spec: LossSpec,
-                    compiler: Callable[[Callable], Callable] | None = compile_fresh
-                    ) -> dict[str, Callable]:
+                    compiler: Callable[[Callable], Callable] | None = compile_fresh,
+                    backend: str = "auto") -> dict[str, Callable]:
     """``{"ours": ..., "eager": ..., "compile": ...}`` for ``spec`` (no compile without a
-    ``compiler``)."""
+    ``compiler``); ours with ``backend=`` (its default, ``"auto"``, unless another is asked)."""
     eager = getattr(TF, spec.name)
-    impls = {"ours": getattr(F, spec.name), "eager": eager}
+    ours = getattr(F, spec.name)
+    if backend != "auto":
+        ours = functools.partial(ours, backend=backend)
+    impls = {"ours": ours, "eager": eager}
     if compiler is not None:
         impls["compile"] = compiler(eager)
     return impls
@@ -488,12 +493,12 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def ours_backend(spec: LossSpec, sample: tuple) -> str | None:
-    """The backend ``backend="auto"`` picks for ours on this case (None if unknown)."""
+def ours_backend(spec: LossSpec, sample: tuple, backend: str = "auto") -> str | None:
+    """The backend ``backend=`` picks for ours on this case (None if unknown)."""
     try:
         from marginloss import backends
 
-        return str(backends.select("auto", spec, spec.call(*sample)).NAME)
+        return str(backends.select(backend, spec, spec.call(*sample)).NAME)
     except Exception:  # noqa: BLE001 - informative only; the internals may change
         return None
 
@@ -501,7 +506,8 @@ def ours_backend(spec: LossSpec, sample: tuple) -> str | None:
 def run_case(case: Case, device: torch.device, dtype: torch.dtype, *,
              compiler: Callable[[Callable], Callable] | None = compile_fresh,
              budget_s: float = BUDGET_S, rounds: int = ROUNDS,
-             copy_gbps: float | None = None, memory: bool | None = None) -> dict:
+             copy_gbps: float | None = None, memory: bool | None = None,
+             backend: str = "auto") -> dict:
     """Time every implementation of ``case``, check ours and compile against eager, and fill
     one row (the columns of the module docstring). ``memory`` (default: on CUDA) also measures
     the peak memory now; on CPU :func:`measure_memory` does it in a later pass."""
@@ -509,12 +515,12 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, *,
     inputs, target, kwargs = sample
     row: dict = {"loss": case.loss, "case": case.label, "n": case.n, "c": case.c,
                  "options": case.options_str, "dtype": str(dtype).removeprefix("torch."),
-                 "backend": ours_backend(case.spec, sample), "copy_gbps": copy_gbps}
+                 "backend": ours_backend(case.spec, sample, backend), "copy_gbps": copy_gbps}
     errors: dict[str, str] = {}
     try:
-        impls = implementations(case.spec, compiler)
+        impls = implementations(case.spec, compiler, backend)
     except Exception as exc:  # noqa: BLE001 - e.g. torch.compile unsupported here
-        impls = implementations(case.spec, None)
+        impls = implementations(case.spec, None, backend)
         errors["compile"] = describe_error(exc)
     runners = _runners(case, impls, sample)
     results = {}
@@ -565,7 +571,8 @@ def _measure_peaks(runners: dict[str, _Runner], row: dict, device: torch.device,
 
 
 def measure_memory(case: Case, row: dict, device: torch.device, dtype: torch.dtype, *,
-                   compiler: Callable[[Callable], Callable] | None = compile_fresh) -> None:
+                   compiler: Callable[[Callable], Callable] | None = compile_fresh,
+                   backend: str = "auto") -> None:
     """Add ``<impl>_peak_mb`` to ``row`` for every implementation timed in it (a fresh
     compile: the timing pass's compiled code is gone by now)."""
     timed = [n for n in IMPLEMENTATIONS if row.get(f"{n}_ms") is not None]
@@ -573,10 +580,10 @@ def measure_memory(case: Case, row: dict, device: torch.device, dtype: torch.dty
         return
     errors = row.setdefault("errors", {})
     try:
-        impls = implementations(case.spec, compiler if "compile" in timed else None)
+        impls = implementations(case.spec, compiler if "compile" in timed else None, backend)
     except Exception as exc:  # noqa: BLE001
         errors["compile"] = describe_error(exc)
-        impls = implementations(case.spec, None)
+        impls = implementations(case.spec, None, backend)
     runners = _runners(case, {k: v for k, v in impls.items() if k in timed},
                        case.sample(device, dtype))
     _measure_peaks(runners, row, device, errors)
@@ -761,6 +768,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
                         help=f"seconds of timing per implementation and case (default "
                              f"{BUDGET_S:g}; --quick {QUICK_BUDGET_S:g})")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="ours with this backend= (default auto; e.g. triton on CPU "
+                             "tensors under TRITON_INTERPRET=1, for a smoke run)")
     parser.add_argument("--json", action="store_true",
                         help="print the environment and rows as JSON instead of the table")
     parser.add_argument("--out", metavar="FILE.md", help="also append the markdown table here")
@@ -812,7 +822,7 @@ def run(args: argparse.Namespace, *, compiler: Callable[[Callable], Callable] | 
         print(f"{tag}: timing ...", file=sys.stderr, flush=True)
         try:
             row = run_case(case, device, dtype, compiler=compiler, budget_s=budget,
-                           copy_gbps=copy_gbps)
+                           copy_gbps=copy_gbps, backend=args.backend)
         except Exception as exc:  # noqa: BLE001 - e.g. no memory for the inputs: next case
             row = {"loss": case.loss, "case": case.label, "n": case.n, "c": case.c,
                    "options": case.options_str, "dtype": str(dtype).removeprefix("torch."),
@@ -829,7 +839,8 @@ def run(args: argparse.Namespace, *, compiler: Callable[[Callable], Callable] | 
         for i, ((case, dtype), row) in enumerate(zip(todo, rows, strict=True), 1):
             print(f"[{i}/{len(todo)}] {case.label}: memory ...", file=sys.stderr, flush=True)
             try:
-                measure_memory(case, row, device, dtype, compiler=compiler)
+                measure_memory(case, row, device, dtype, compiler=compiler,
+                               backend=args.backend)
             except Exception as exc:  # noqa: BLE001 - the timings stand without it
                 row.setdefault("errors", {})["memory"] = describe_error(exc)
         if args.csv:

@@ -11,13 +11,13 @@ fused pass and is differentiable once (in ``input`` only). Each loss is a regist
 Two keyword-only options come after torch's parameters:
 
 * ``validate=True``: check the target's values against the loss's label convention and raise
-  :class:`marginloss.errors.LabelError` with the fix. The check runs inside the operator: on the
-  CPU the native kernels count bad labels in their own pass (the torch backend reads the
-  target's range once), and the error is raised by the call itself, compiled or not (a compiled
-  graph does not break on it; it has no host read in it). On CUDA the check reads the target's
-  range back once per call (a synchronisation); pass ``validate=False`` to avoid it (hot loops,
-  CUDA graphs). Shape and dtype checks always run; with ``validate=False``, out-of-range class
-  indices give undefined (but memory-safe) results.
+  :class:`marginloss.errors.LabelError` with the fix. The check runs inside the operator and,
+  where the backend can, inside the kernel's own pass (a compiled graph never breaks on it).
+  On the CPU the call itself raises. On CUDA there is no host synchronisation: a call with bad
+  labels returns a NaN loss, and the error is raised by the first marginloss call after the
+  device has finished it, or by :func:`marginloss.check_labels` (see
+  :mod:`marginloss._deferred`). Shape and dtype checks always run; with ``validate=False``,
+  out-of-range class indices give undefined (but memory-safe) results.
 * ``backend="auto"``: ``"auto"`` (Triton kernels for CUDA tensors when available; on the CPU,
   native C kernels for float32 when a C compiler can build them; else torch ops), ``"torch"``,
   ``"triton"`` or ``"native"`` (the last two raise an error saying why when their kernels

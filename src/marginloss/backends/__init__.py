@@ -5,7 +5,8 @@ Every backend is a module with one contract (see :mod:`marginloss.losses._spec`)
     NAME: str                                  # the value of backend= that asks for it
     DEVICES: tuple[str, ...] | None            # device types "auto" may send work to (None: any)
     unavailable(spec, call) -> str | None      # why it cannot run this call (metadata only)
-    run(spec, call) -> Result                  # the loss and its gradients
+    run(spec, call, check=False) -> Result     # the loss and its gradients (with check: and
+                                               # the count of bad labels, if it can count)
 
 ``backend="auto"`` tries them in the order of :data:`AUTO_ORDER` and takes the first whose
 devices include the input's, that has a kernel for the loss (``spec.backends``) and that can
@@ -15,12 +16,17 @@ run the call: Triton for CUDA tensors, the native C kernels for CPU float32, els
 silent fallback); ``"torch"`` forces the torch path. A new backend is one module here plus one
 entry in :data:`AUTO_ORDER`.
 
+If a kernel fails to compile or launch on this machine (an old GPU, a Triton/driver mismatch),
+an ``"auto"`` call falls back to the next backend and the failed one is disabled for that loss
+on that device type, with one warning that names the reason (:func:`disable`).
+
 Nothing here runs at import time: Triton is imported, and the native kernels are built, only
 when a call could use them.
 """
 
 from __future__ import annotations
 
+import warnings
 from types import ModuleType
 from typing import Literal, get_args
 
@@ -51,6 +57,23 @@ def select(requested: str, spec: LossSpec, call: Call) -> ModuleType:
         BackendUnavailableError: ``requested`` names a backend that cannot run this call.
     """
     return _choose(requested, spec, call, None)
+
+
+def disable(backend: ModuleType, spec: LossSpec, reason: str) -> None:
+    """Stop ``"auto"`` from choosing ``backend`` for ``spec`` in this process, with one warning
+    that says why (its kernel failed to compile or launch)."""
+    global generation
+    _disabled[backend.NAME, spec.name] = reason
+    generation += 1
+    warnings.warn(
+        f"marginloss: the {backend.NAME} kernel of {spec.name} failed on this machine "
+        f"({reason}); {spec.name} uses the next backend from now on (pass "
+        f"backend={backend.NAME!r} to see the error).", RuntimeWarning, stacklevel=4)
+
+
+_disabled: dict[tuple[str, str], str] = {}
+#: Counts the kernels disabled so far (callers that remember a choice key it on this).
+generation = 0
 
 
 def explain(requested: str, spec: LossSpec, call: Call) -> tuple[ModuleType, str]:
@@ -86,7 +109,9 @@ def _choose(requested: str, spec: LossSpec, call: Call, reasons: list[str] | Non
             if reasons is not None:
                 reasons.append(f"no {backend.NAME} kernel")
             continue
-        problem = backend.unavailable(spec, call)
+        problem = _disabled.get((backend.NAME, spec.name)) if _disabled else None
+        if problem is None:
+            problem = backend.unavailable(spec, call)
         if problem is None:
             if reasons is not None and not reasons:
                 reasons.append(f"{device} tensor, {x.dtype}")

@@ -361,8 +361,9 @@ def _mean_scale(n_terms: int) -> float:
     return 1.0 / n_terms if n_terms else 1.0
 
 
-def run(spec: LossSpec, call: Call) -> Result:
-    """The loss, the gradients and the bad-label count of ``call``, in one C pass.
+def run(spec: LossSpec, call: Call, check: bool = False) -> Result:
+    """The loss, the gradients and the bad-label count of ``call``, in one C pass (the count
+    costs nothing extra, so it is made whatever ``check`` says).
 
     The call must be one :func:`unavailable` accepts. Raises :class:`MemoryError` when the
     kernel could not get its scratch memory.

@@ -18,6 +18,6 @@ def unavailable(spec: LossSpec, call: Call) -> str | None:
     return None
 
 
-def run(spec: LossSpec, call: Call) -> Result:
-    """The loss's torch-ops compute."""
+def run(spec: LossSpec, call: Call, check: bool = False) -> Result:
+    """The loss's torch-ops compute (it counts no labels: ``check`` is ignored)."""
     return spec.torch_compute(call)

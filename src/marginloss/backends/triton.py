@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable
 
 import torch
+from torch import Tensor
 
 from marginloss.losses._spec import Call, LossSpec, Result
 
@@ -75,6 +76,19 @@ def launch_for(spec: LossSpec) -> Callable[[Call], Result]:
     return importlib.import_module(f"{_PACKAGE}.{spec.name}").launch
 
 
-def run(spec: LossSpec, call: Call) -> Result:
-    """The loss and gradients of ``call``, from ``spec``'s fused kernel."""
-    return launch_for(spec)(call)
+def run(spec: LossSpec, call: Call, check: bool = False) -> Result:
+    """The loss and gradients of ``call``, from ``spec``'s fused kernel, launched on the
+    input's device (whatever the current device is); with ``check``, the kernel also counts
+    the labels outside the convention (``bad_labels``: a 0-d count on the device)."""
+    x = call.inputs[0]
+    launch = launch_for(spec)
+    if x.is_cuda:
+        with torch.cuda.device(x.device):
+            return launch(call, check=check) if check else launch(call)
+    return launch(call, check=check) if check else launch(call)
+
+
+def scale_(grad: Tensor, grad_output: Tensor) -> Tensor:
+    """``grad *= grad_output`` in place on the device, skipped when ``grad_output`` is a
+    scalar 1, without a host read (backward of an eager call; see ``kernels/_scale.py``)."""
+    return importlib.import_module(f"{_PACKAGE}._scale").scale_(grad, grad_output)
