@@ -9,27 +9,59 @@ For row :math:`n` of :math:`C` classes, scores :math:`x`, mask :math:`y \in [0, 
     \frac{\partial \ell_n}{\partial x_{nc}} = \frac{w_{nc}}{C}\bigl(\sigma(x_{nc}) - y_{nc}\bigr),
 
 which is torch's :math:`-\frac{1}{C}\sum_c w_{nc}[y \log\sigma(x) + (1-y)\log\sigma(-x)]`
-(:math:`-\log\sigma(x) = \operatorname{softplus}(-x) = \operatorname{softplus}(x) - x`). Softplus
-and sigmoid share one exponential and never overflow
-(:func:`~marginloss.kernels._common.softplus_parts`). Each term is added up as
-:math:`(\max(x, 0) - y x) + \log(1 + e^{-|x|})`: the linear part first (exact for a 0/1 label),
-so a confident, correct score keeps the tail's relative accuracy. Math runs in float32 whatever
-the input dtype; results are rounded once, on the store.
+(:math:`-\log\sigma(x) = \operatorname{softplus}(x) - x`). Per element, with
+:math:`e = e^{-|x|}`, :math:`r = 1/(1 + e)` and :math:`a = [x \ge 0] - y`
+(:func:`~marginloss.kernels._common.multilabel_terms`):
 
-Layout: each program owns a ``BLOCK_N x BLOCK_C`` tile of rows
-(:func:`~marginloss.kernels._common.row_tile`) and loops over the classes in ``BLOCK_C``
-chunks, so rows of any length run in bounded registers and short rows are packed several to a
-program. The target and the weight are read through their strides: a broadcast target, a
-per-class ``(C,)`` weight (row stride 0) or a full ``(N, C)`` weight are never materialised.
-Row offsets are int64 (``N * C`` may exceed 2^31). The scale :math:`1/C` (times :math:`1/N`
-for ``"mean"``) is folded into the gradient in the kernel.
+.. math::
+    \operatorname{softplus}(x) - y x = a\, x + \log(1 + e), \qquad
+    \sigma(x) - y = a \mp e\, r \quad (x \ge 0 \text{ or not}),
 
-Reductions are deterministic (no atomics): each row's loss is summed inside its program and
-written as one float32; torch reduces the ``(N,)`` row losses (fixed order).
+so the linear part is exact for a 0/1 label and the tail is added last (a confident, correct
+score keeps its tiny loss's relative accuracy), and the gradient has no :math:`1 - 1`
+cancellation (a confident, correct score keeps its tiny gradient's relative accuracy). The
+exponential, one shared reciprocal and the tail's polynomial are
+:func:`~marginloss.kernels._common.logistic`'s: within about 4e-7 relative of float64 wherever
+the results are normal floats. Math in float32 whatever the input dtype; results are rounded
+once, on the store.
 
-Memory traffic per element: read the score and the label (and the weight: one ``(C,)`` vector
-re-read from cache, or a full weight), write the gradient; plus one float32 per row. Extra
-memory: the ``(N,)`` row losses.
+Label check (``check=True``), in the same pass: each program counts its labels outside
+:math:`[0, 1]` (NaN included) into an int32 slot; torch adds the slots (``bad_labels``, a 0-d
+int64 on the device, no host read).
+
+Two layouts, chosen from the shapes:
+
+* **Flat** (a reduced loss, ``x`` and ``y`` contiguous, no weight or a contiguous full one):
+  only the total :math:`\frac{1}{C}\sum_{n,c} w \ell` is needed, so the elements are one flat
+  range through the shared :func:`~marginloss.kernels._common.logistic_flat_kernel`, as
+  ``soft_margin_loss``: spans of whole ``BLOCK``\ s without masks (16-byte vectors whatever
+  :math:`C` is, no padding lanes for short rows) and one masked tail; one float32 partial sum
+  per program.
+* **Rows** (``"none"``, a per-class weight, a broadcast or strided target): each program owns
+  a ``BLOCK_N x BLOCK_C`` tile of rows and loops over one segment of their classes in
+  ``BLOCK_C`` chunks (:func:`~marginloss.kernels._common.row_split`): short rows are packed
+  many to a tile (and tiles shrink, down to 256 elements, so a small problem still makes about
+  a thousand programs); rows too long for the row blocks to fill the GPU are cut into segments
+  (``N = 1``, ``C = 10^6``: about 490 programs), whose partial row sums torch adds in a fixed
+  order. Full chunks are masked only by row (predicated 16-byte vectors); one masked chunk ends
+  each segment. The target and the weight are read through their strides: a broadcast target,
+  a per-class ``(C,)`` weight (loaded once per chunk for the whole tile) or a full ``(N, C)``
+  weight are never materialised. Row strides and :math:`C` are passed with their largest
+  power-of-two divisor up to 16 (``ALIGN``), so rows whose length is a multiple of 4 (float32)
+  or 8 (bfloat16) classes still get 16-byte vectors (Triton only specialises multiples of 16).
+  Row offsets are int64; in-segment offsets int32 below 2^30.
+
+Both fold the scale :math:`1/C` (times :math:`1/N` for ``"mean"``) into the gradient in the
+kernel. Reductions are deterministic (no atomics).
+
+Memory traffic per element: read the score and the label (and a full weight), write the
+gradient: 12 bytes in float32, 6 in bfloat16 with a bfloat16 mask; plus one float32 per row
+and segment (rows) or per program (flat). Extra memory: those partial sums.
+
+Instruction budget (sm_90 SASS, main loop per element; ``benchmarks/sm90_compile_check.py``
+measures it): flat about 28 (float32) and 30 (bfloat16 with a bfloat16 mask), rows about
+30-33; the H200's bandwidth leaves 84 and 42 instructions per element
+(``bytes / 4.8e12 * 32 * 1.045e12``), so the kernel is bound by memory, not by issue.
 """
 
 from __future__ import annotations
@@ -40,69 +72,146 @@ import triton.language as tl
 from torch import Tensor
 
 from marginloss.backends._common import grad_scale, reduce_rows
-from marginloss.kernels._common import row_tile, softplus_parts
+from marginloss.kernels._common import (
+    bad_label,
+    flat_span,
+    logistic_flat_kernel,
+    multilabel_terms,
+    ptx_allowed,
+    row_split,
+    to_f32,
+)
 from marginloss.losses._spec import Call, Result
 from marginloss.losses.multilabel_soft_margin_loss import SPEC
 
-MAX_BLOCK_C = 4096  # the most classes one program holds at a time
+BLOCK = 2048  # flat layout: elements per step of a program (8 per thread at 8 warps)
+BLOCK_TILE = 2048  # rows layout: the most elements of a BLOCK_N x BLOCK_C tile (8 per thread)
 
 
 @triton.jit
-def _multilabel_soft_margin_loss_kernel(
+def _rows_chunk(
+    x_rows, t_rows, w_rows, g_rows,  # [BLOCK_N, 1] row pointers at the segment (WEIGHT 1: the
+    o,  # [1, BLOCK_C] class offsets in the segment                     (C,) vector's pointer)
+    col_mask,  # [1, BLOCK_C] (MASKED: the segment's last chunk) or None
+    stride_tc, stride_wc, acc, bad, scale,
+    WEIGHT: tl.constexpr, NEED_GRAD: tl.constexpr, CHECK: tl.constexpr, MASKED: tl.constexpr,
+    PTX: tl.constexpr,
+):
+    """One chunk of the tile: stores the gradient, adds the loss terms and bad labels. Rows are
+    all valid (clamped), so only the last chunk of a segment has a mask, on the classes."""
+    if MASKED:  # padding classes load x = y = 0 (a valid label)
+        x = to_f32(tl.load(x_rows + o, mask=col_mask, other=0.0), PTX)
+        y = to_f32(tl.load(t_rows + o * stride_tc, mask=col_mask, other=0.0), PTX)
+    else:
+        x = to_f32(tl.load(x_rows + o), PTX)
+        y = to_f32(tl.load(t_rows + o * stride_tc), PTX)
+    loss, grad = multilabel_terms(x, y, PTX)
+    grad = grad * scale
+    if WEIGHT != 0:
+        if WEIGHT == 1:  # per class: one [1, BLOCK_C] vector for the whole tile
+            w_ptrs = w_rows + o
+        else:
+            w_ptrs = w_rows + o * stride_wc
+        if MASKED:
+            w = to_f32(tl.load(w_ptrs, mask=col_mask, other=0.0), PTX)
+        else:
+            w = to_f32(tl.load(w_ptrs), PTX)
+        loss = loss * w
+        grad = grad * w
+    if NEED_GRAD:
+        if MASKED:
+            tl.store(g_rows + o, grad.to(g_rows.dtype.element_ty), mask=col_mask)
+        else:
+            tl.store(g_rows + o, grad.to(g_rows.dtype.element_ty))
+    if MASKED:  # padding classes would add log 2 each
+        loss = tl.where(col_mask, loss, 0.0)
+    acc += loss
+    if CHECK:
+        bad += bad_label(y, True)
+    return acc, bad
+
+
+@triton.jit
+def _multilabel_soft_margin_loss_rows_kernel(
     # pointers
     x_ptr,  # (N, C) scores, fp16 / bf16 / fp32, unit class stride
-    target_ptr,  # (N, C) mask in [0, 1], float / int / bool (stride-0 rows or classes allowed)
-    weight_ptr,  # (N, C) weight, float / int, any strides (HAS_WEIGHT; else None)
-    row_loss_ptr,  # (N,) float32 per-row loss
-    grad_x_ptr,  # (N, C) d loss / d x in x's dtype, contiguous (NEED_GRAD; else None)
-    # strides
+    t_ptr,  # (N, C) mask in [0, 1], float / int / bool (row or class stride 0 allowed)
+    w_ptr,  # WEIGHT 1: (C,) contiguous; 2: (N, C) with strides; else None
+    rows_ptr,  # (n_seg, N) float32: each segment's share of the row losses (already / C)
+    bad_ptr,  # (n_seg, row_programs) int32 bad-label counts (CHECK; else None)
+    g_ptr,  # (N, C) d loss / d x in x's dtype, contiguous (NEED_GRAD; else None)
+    # strides (elements; each a multiple of ALIGN where it is a row stride)
     stride_xn,
-    stride_tn, stride_tc,
-    stride_wn, stride_wc,  # (0, 1) for a per-class (C,) weight
+    stride_tn, stride_tc,  # stride_tc: 1, or 0 for a target broadcast over the classes
+    stride_wn, stride_wc,  # WEIGHT 2
     # sizes / scalars
     n_rows,
-    n_classes,
+    n_classes,  # a multiple of ALIGN
+    seg_chunks,  # classes per segment / BLOCK_C (seg_len is a multiple of BLOCK_C, <= 2^30)
+    row_steps,  # row blocks per program
     grad_scale,  # 1/C, times 1/N for "mean"
+    inv_c,  # 1/C
     # meta-parameters
-    HAS_WEIGHT: tl.constexpr,
+    WEIGHT: tl.constexpr,  # 0: none; 1: per class; 2: full
     NEED_GRAD: tl.constexpr,
+    CHECK: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    ALIGN: tl.constexpr,  # a power of two dividing C and the row strides (vector loads)
+    PTX: tl.constexpr,
 ):
-    # One program per BLOCK_N rows; the classes are visited in chunks of BLOCK_C.
-    pid = tl.program_id(0).to(tl.int64)
-    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)  # int64: row * stride may exceed 2^31
-    mask_n = offs_n < n_rows
-    x_rows = x_ptr + offs_n[:, None] * stride_xn
-    t_rows = target_ptr + offs_n[:, None] * stride_tn
-    if HAS_WEIGHT:
-        w_rows = weight_ptr + offs_n[:, None] * stride_wn
-    if NEED_GRAD:
-        g_rows = grad_x_ptr + offs_n[:, None] * n_classes
-
-    acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.float32)  # elementwise running sums
-    for c0 in range(0, n_classes, BLOCK_C):
-        offs_c = c0 + tl.arange(0, BLOCK_C)
-        mask = mask_n[:, None] & (offs_c < n_classes)[None, :]
-        # padding lanes are zeroed out of the sum below, whatever they load
-        x = tl.load(x_rows + offs_c[None, :], mask=mask, other=0.0).to(tl.float32)
-        y = tl.load(t_rows + offs_c[None, :] * stride_tc, mask=mask, other=0.0).to(tl.float32)
-        if HAS_WEIGHT:
-            w = tl.load(w_rows + offs_c[None, :] * stride_wc, mask=mask, other=0.0)
-            w = w.to(tl.float32)
-        linear, tail, sigmoid = softplus_parts(x)
-        if NEED_GRAD:  # stored first, its registers free for the loss (< 255 on sm_90)
-            grad = sigmoid - y
-            if HAS_WEIGHT:
-                grad = grad * w
-            grad = grad * grad_scale
-            tl.store(g_rows + offs_c[None, :], grad.to(grad_x_ptr.dtype.element_ty), mask=mask)
-        loss = (linear - y * x) + tail  # the linear part cancels exactly; the tail comes last
-        if HAS_WEIGHT:
-            loss = loss * w
-        acc += tl.where(mask, loss, 0.0)  # 0 is the identity of the sum
-
-    tl.store(row_loss_ptr + offs_n, tl.sum(acc, axis=1) / n_classes, mask=mask_n)
+    # Program (p, seg): row blocks [p row_steps, (p + 1) row_steps), classes
+    # [c_lo, c_lo + count) of each row, c_lo = seg seg_len: the segment's full chunks, then at
+    # most one masked chunk. Row indices are clamped to N - 1 (a partial last block recomputes
+    # and rewrites row N - 1, same values), so no load or store needs a row mask. Tell the
+    # compiler what ALIGN divides (x // A * A == x): 16-byte vectors when A * itemsize >= 16.
+    n_classes = n_classes // ALIGN * ALIGN
+    stride_xn = stride_xn // ALIGN * ALIGN
+    stride_tn = stride_tn // ALIGN * ALIGN
+    stride_wn = stride_wn // ALIGN * ALIGN
+    seg_len = seg_chunks * BLOCK_C  # known to be a multiple of BLOCK_C
+    pid = tl.program_id(0)
+    seg = tl.program_id(1)
+    c_lo = seg.to(tl.int64) * seg_len
+    count = tl.minimum(n_classes - c_lo, seg_len).to(tl.int32)  # classes in this segment
+    n_full = count // BLOCK_C
+    rem = count - n_full * BLOCK_C
+    offs_c = tl.arange(0, BLOCK_C)
+    col_mask = (offs_c < rem)[None, :]
+    rb0 = pid.to(tl.int64) * row_steps
+    steps = tl.minimum(tl.cdiv(n_rows, BLOCK_N) - rb0, row_steps).to(tl.int32)
+    n_bad = tl.zeros([BLOCK_N], dtype=tl.int32)
+    for k in range(0, steps):
+        rows = (rb0 + k) * BLOCK_N + tl.arange(0, BLOCK_N)  # int64: row * stride > 2^31
+        mask_n = rows < n_rows
+        rows_c = tl.minimum(rows, n_rows - 1)
+        x_rows = x_ptr + (rows_c * stride_xn + c_lo)[:, None]
+        t_rows = t_ptr + (rows_c * stride_tn + c_lo * stride_tc)[:, None]
+        w_rows = w_ptr  # WEIGHT 0: unused
+        if WEIGHT == 1:
+            w_rows = w_ptr + c_lo
+        elif WEIGHT == 2:
+            w_rows = w_ptr + (rows_c * stride_wn + c_lo * stride_wc)[:, None]
+        g_rows = g_ptr  # NEED_GRAD False: unused
+        if NEED_GRAD:
+            g_rows = g_ptr + (rows_c * n_classes + c_lo)[:, None]
+        acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.float32)  # per-lane running sums
+        bad = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.float32)  # per-lane bad labels (exact)
+        for i in range(0, n_full):
+            acc, bad = _rows_chunk(x_rows, t_rows, w_rows, g_rows,
+                                   (i * BLOCK_C + offs_c)[None, :], None, stride_tc, stride_wc,
+                                   acc, bad, grad_scale, WEIGHT, NEED_GRAD, CHECK, False, PTX)
+        if rem > 0:
+            acc, bad = _rows_chunk(x_rows, t_rows, w_rows, g_rows,
+                                   (n_full * BLOCK_C + offs_c)[None, :], col_mask, stride_tc,
+                                   stride_wc, acc, bad, grad_scale, WEIGHT, NEED_GRAD, CHECK,
+                                   True, PTX)
+        tl.store(rows_ptr + seg.to(tl.int64) * n_rows + rows, tl.sum(acc, axis=1) * inv_c,
+                 mask=mask_n)
+        if CHECK:  # a clamped (repeated) row is not counted twice
+            n_bad += tl.where(mask_n, tl.sum(bad.to(tl.int32), axis=1), 0)
+    if CHECK:
+        tl.store(bad_ptr + seg.to(tl.int64) * tl.num_programs(0) + pid, tl.sum(n_bad, axis=0))
 
 
 def _unit_or_zero_stride(t: Tensor) -> Tensor:
@@ -110,8 +219,30 @@ def _unit_or_zero_stride(t: Tensor) -> Tensor:
     return t if t.stride(1) in (0, 1) else t.contiguous()
 
 
-def launch(call: Call) -> Result:
-    """The loss and gradient of ``call`` (the contract of ``SPEC.torch_compute``).
+def _align(*values: int) -> int:
+    """The largest power of two up to 16 dividing every value (0 divides by anything)."""
+    a = 16
+    for v in map(int, values):
+        while v % a:
+            a //= 2
+    return a
+
+
+def _flat(call: Call) -> bool:
+    """Whether ``call`` takes the flat layout: a reduced loss over contiguous ``x`` and ``y``
+    (and a contiguous full weight, or none)."""
+    if call.reduction == "none" or not call.input.is_contiguous():
+        return False
+    t, w = call.target, call.weight
+    if not t.is_contiguous():  # a broadcast target: the rows layout reads it in place
+        return False
+    return w is None or (w.dim() == 2 and w.is_contiguous())
+
+
+def launch(call: Call, check: bool = False) -> Result:
+    """The loss and gradient of ``call`` (the contract of ``SPEC.torch_compute``); with
+    ``check``, also ``bad_labels``: the number of labels outside ``[0, 1]`` (NaN included), a
+    0-d int64 tensor on the input's device.
 
     ``call.input`` and ``call.target`` are ``(N, C)`` (the target possibly a stride-0 view);
     ``call.weight`` is None, a per-class ``(C,)`` vector or a full ``(N, C)`` weight. Target
@@ -123,31 +254,79 @@ def launch(call: Call) -> Result:
     out_dtype = SPEC.out_dtype(call)
     n_rows, n_classes = input.shape
     dev = input.device
+    grad = torch.empty((n_rows, n_classes), dtype=input.dtype, device=dev) if need_grad else None
+    scale = grad_scale(SPEC, call) / n_classes if n_classes else 1.0
+    if n_classes == 0:  # 0 / 0, as torch
+        rows = torch.full((n_rows,), float("nan"), dtype=torch.float32, device=dev)
+        bad = torch.zeros((), dtype=torch.int64, device=dev) if check else None
+        return Result(reduce_rows(rows, call.reduction, out_dtype), (grad,), bad)
+    if _flat(call):
+        return _launch_flat(call, grad, scale, out_dtype, check)
+    return _launch_rows(call, grad, scale, out_dtype, check)
+
+
+def _launch_flat(call: Call, grad: Tensor | None, scale: float, out_dtype, check: bool):
+    """The flat layout: one partial sum of ``w (softplus(x) - y x)`` per program."""
+    x, t, w = call.input, call.target, call.weight
+    n_rows, n_classes = x.shape
+    n = x.numel()
+    span = flat_span(n, BLOCK)
+    n_programs = triton.cdiv(n, span)
+    partial = torch.empty(n_programs, dtype=torch.float32, device=x.device)
+    bad = torch.zeros(n_programs, dtype=torch.int32, device=x.device) if check else None
+    if n:
+        torch.library.wrap_triton(logistic_flat_kernel)[(n_programs,)](
+            x, t, w, None, partial, bad, grad,
+            n, span, scale,
+            MULTILABEL=True, HAS_WEIGHT=w is not None, STORE_LOSS=False, REDUCE=True,
+            NEED_GRAD=grad is not None, CHECK=check, BLOCK=BLOCK,
+            PTX=ptx_allowed(logistic_flat_kernel),
+            num_warps=max(1, min(8, BLOCK // 256)), enable_fp_fusion=True,
+        )
+    total = partial.sum() / n_classes  # the sum of the row losses
+    if call.reduction == "mean":
+        total = total / n_rows if n_rows else total.new_tensor(float("nan"))
+    loss = total.to(out_dtype)
+    return Result(loss, (grad,), bad.sum() if check else None)
+
+
+def _launch_rows(call: Call, grad: Tensor | None, scale: float, out_dtype, check: bool):
+    """The rows layout: each row's loss, from ``n_seg`` segments' partial sums."""
+    input, weight = call.input, call.weight
+    n_rows, n_classes = input.shape
+    dev = input.device
     # (1) the layout the kernel reads: unit class stride for the scores
     x = input if input.stride(1) == 1 else input.contiguous()
     t = _unit_or_zero_stride(call.target)
     if weight is None:
-        stride_wn = stride_wc = 0
+        mode, stride_wn, stride_wc = 0, 0, 0
     elif weight.dim() == 1:  # per class: every row reads the same vector
-        stride_wn, stride_wc = 0, weight.stride(0)
+        mode, stride_wn, stride_wc = 1, 0, 1
+        weight = weight.contiguous()
     else:
         weight = _unit_or_zero_stride(weight)
-        stride_wn, stride_wc = weight.stride()
+        mode, (stride_wn, stride_wc) = 2, weight.stride()
+    align = _align(n_classes, x.stride(0), t.stride(0) if t.stride(1) else 0,
+                   stride_wn if stride_wc else 0)
+    split = row_split(n_rows, n_classes, BLOCK_TILE, 32 * 16 // x.element_size())
     # (2) allocate
-    grad = torch.empty((n_rows, n_classes), dtype=input.dtype, device=dev) if need_grad else None
-    rows = torch.empty(n_rows, dtype=torch.float32, device=dev)
+    rows = torch.empty((split.n_seg, n_rows), dtype=torch.float32, device=dev)
+    bad = torch.zeros((split.n_seg, split.row_programs), dtype=torch.int32, device=dev) \
+        if check else None
     # (3) launch
-    if n_classes == 0:
-        rows.fill_(float("nan"))  # 0 / 0, as torch
-    elif n_rows:
-        block_n, block_c, num_warps = row_tile(n_rows, n_classes, MAX_BLOCK_C)
-        torch.library.wrap_triton(_multilabel_soft_margin_loss_kernel)[
-            (triton.cdiv(n_rows, block_n),)
+    if n_rows:
+        torch.library.wrap_triton(_multilabel_soft_margin_loss_rows_kernel)[
+            (split.row_programs, split.n_seg)
         ](
-            x, t, weight, rows, grad,
+            x, t, weight, rows, bad, grad,
             x.stride(0), t.stride(0), t.stride(1), stride_wn, stride_wc,
-            n_rows, n_classes, grad_scale(SPEC, call) / n_classes,
-            HAS_WEIGHT=weight is not None, NEED_GRAD=need_grad,
-            BLOCK_N=block_n, BLOCK_C=block_c, num_warps=num_warps,
+            n_rows, n_classes, split.seg_len // split.block_c, split.row_steps, scale,
+            1.0 / n_classes,
+            WEIGHT=mode, NEED_GRAD=grad is not None, CHECK=check,
+            BLOCK_N=split.block_n, BLOCK_C=split.block_c, ALIGN=align,
+            PTX=ptx_allowed(_multilabel_soft_margin_loss_rows_kernel),
+            num_warps=split.num_warps, enable_fp_fusion=True,
         )
-    return Result(reduce_rows(rows, call.reduction, out_dtype), (grad,))
+    row_loss = rows[0] if split.n_seg == 1 else rows.sum(0)  # segments in a fixed order
+    return Result(reduce_rows(row_loss, call.reduction, out_dtype), (grad,),
+                  bad.sum() if check else None)

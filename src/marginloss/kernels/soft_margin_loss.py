@@ -1,85 +1,64 @@
 r"""``soft_margin_loss``: the two-class logistic loss, elementwise, and its gradient in one pass.
 
-With score :math:`x`, label :math:`y \in \{-1, +1\}` and :math:`m = y x`:
+With score :math:`x`, label :math:`y \in \{-1, +1\}` and :math:`v = -y x`:
 
 .. math::
-    \ell = \operatorname{softplus}(-m) = \max(-m, 0) + \log(1 + e^{-|m|}), \qquad
-    \frac{\partial \ell}{\partial x} = -y\, \sigma(-m)
+    \ell = \operatorname{softplus}(v) = \max(v, 0) + \log(1 + e^{-|v|}), \qquad
+    \frac{\partial \ell}{\partial x} = -y\, \sigma(v)
 
-(:math:`\partial \operatorname{softplus}(u) / \partial u = \sigma(u)`, and
-:math:`\partial(-m)/\partial x = -y`). The right-hand form never overflows; softplus and sigmoid
-share one exponential (:func:`~marginloss.kernels._common.softplus_parts`). Math runs in float32
-whatever the input dtype (float16 / bfloat16 / float32); results are rounded once, on the store.
+(:math:`\partial \operatorname{softplus}(v) / \partial v = \sigma(v)`, :math:`\partial v /
+\partial x = -y`). Nothing overflows; softplus and sigmoid share one exponential and one
+reciprocal, and the tail :math:`\log(1 + e^{-|v|})` is a polynomial in
+:math:`s = e^{-|v|} / (2 + e^{-|v|})` added last, so a confident, correct score keeps its tiny
+loss's relative accuracy (:func:`~marginloss.kernels._common.logistic`: within about 4e-7
+relative of float64 for the loss and the gradient, wherever they are normal floats). Math runs
+in float32 whatever the input dtype (float16 / bfloat16 / float32); results are rounded once,
+on the store. NaN propagates; at :math:`v = +\infty` the loss is :math:`\infty` and the gradient
+its limit :math:`-y`.
 
-Layout: the ``(N, C)`` input and target are read as flat vectors of ``n = N C`` elements, one
-program per ``BLOCK`` consecutive elements (a 1-D grid); a non-contiguous input or a broadcast
-target is made contiguous first. The ``"mean"`` scale ``1/n`` is folded into the gradient in
-the kernel.
+Label check (``check=True``), in the same pass: each program counts its labels with
+:math:`|y| \ne 1` (NaN included) into an int32 slot; torch adds the slots (``bad_labels``, a 0-d
+int64 on the device, no host read).
 
-Reductions are deterministic (no atomics): for ``"mean"``/``"sum"`` each program writes the
-float32 sum of its block, and torch adds those ``n / BLOCK`` partial sums (fixed order).
+Layout: input and target are read as flat vectors of :math:`n = N C` elements (a non-contiguous
+input or a broadcast target is made contiguous first; an integer or bool target is read as it
+is and converted in the kernel). The shared
+:func:`~marginloss.kernels._common.logistic_flat_kernel` gives each program a span of whole
+``BLOCK``\ s (:func:`~marginloss.kernels._common.flat_span`: one block per program up to about a
+thousand programs, up to 16 blocks each beyond), read and written without masks, so every load
+and store is a 16-byte vector whatever :math:`n` is; the last program finishes with one masked
+block. The ``"mean"`` scale :math:`1/n` is folded into the gradient. Reductions are
+deterministic (no atomics): each program writes the float32 sum of its span, and torch adds
+those partial sums (fixed order).
 
 Memory traffic per element, the minimum for a fused loss: read the score and the label, write
-the gradient; plus one float32 per program for a reduced loss, or the elementwise loss for
-``reduction="none"``. Extra memory: the partial sums only.
+the gradient (12 bytes in float32, 6 in bfloat16), plus the elementwise loss for
+``reduction="none"``; one float32 (and one int32 with ``check``) per program. Extra memory: the
+partial sums.
+
+Instruction budget (sm_90 SASS, the main loop per element; ``benchmarks/sm90_compile_check.py``
+measures it): about 29 for float32 and 31 for bfloat16, with gradient and a reduced loss, where
+the H200's bandwidth leaves 84 and 42 (4.8 TB/s against 1.045e12 warp instructions per second:
+``bytes / 4.8e12 * 32 * 1.045e12``), so the kernel is bound by memory, not by issue.
 """
 
 from __future__ import annotations
 
 import torch
 import triton
-import triton.language as tl
 
 from marginloss.backends._common import grad_scale, reduce_rows
-from marginloss.kernels._common import softplus_parts
+from marginloss.kernels._common import flat_span, logistic_flat_kernel, ptx_allowed
 from marginloss.losses._spec import Call, Result
 from marginloss.losses.soft_margin_loss import SPEC
 
-BLOCK = 4096  # elements per program
+BLOCK = 2048  # elements per step of a program: 8 per thread at 8 warps
 
 
-@triton.jit
-def _soft_margin_loss_kernel(
-    # pointers
-    x_ptr,  # (n,) scores, fp16 / bf16 / fp32, contiguous
-    y_ptr,  # (n,) labels in {-1, +1}, float, contiguous
-    loss_ptr,  # (n,) elementwise loss in the output dtype (not REDUCE; else None)
-    partial_ptr,  # (n_programs,) float32 partial sums (REDUCE; else None)
-    grad_x_ptr,  # (n,) d loss / d x in x's dtype (NEED_GRAD; else None)
-    # sizes / scalars
-    n_elements,
-    grad_scale,  # 1/n for "mean", else 1
-    # meta-parameters
-    REDUCE: tl.constexpr,  # True: one partial sum per program; False: the elementwise loss
-    NEED_GRAD: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    # One program per BLOCK consecutive elements. The block's start is an int64 scalar (n may
-    # exceed 2^31); offsets within the block stay int32.
-    pid = tl.program_id(0)
-    start = pid.to(tl.int64) * BLOCK
-    offs = tl.arange(0, BLOCK)
-    mask = offs < n_elements - start
-    # padding lanes are zeroed out of the sum below, whatever they load
-    x = tl.load(x_ptr + start + offs, mask=mask, other=0.0).to(tl.float32)
-    y = tl.load(y_ptr + start + offs, mask=mask, other=0.0).to(tl.float32)
-
-    # loss = softplus(-m) = max(-m, 0) + log(1 + exp(-|m|)), m = y x
-    # d loss / d x = -y sigmoid(-m)
-    linear, tail, sig_neg_m = softplus_parts(-(y * x))
-    loss = linear + tail
-
-    if REDUCE:
-        tl.store(partial_ptr + pid, tl.sum(tl.where(mask, loss, 0.0), axis=0))
-    else:
-        tl.store(loss_ptr + start + offs, loss.to(loss_ptr.dtype.element_ty), mask=mask)
-    if NEED_GRAD:
-        grad = (-grad_scale * sig_neg_m) * y
-        tl.store(grad_x_ptr + start + offs, grad.to(grad_x_ptr.dtype.element_ty), mask=mask)
-
-
-def launch(call: Call) -> Result:
-    """The loss and gradient of ``call`` (the contract of ``SPEC.torch_compute``).
+def launch(call: Call, check: bool = False) -> Result:
+    """The loss and gradient of ``call`` (the contract of ``SPEC.torch_compute``); with
+    ``check``, also ``bad_labels``: the number of labels with ``|y| != 1`` (NaN included), a
+    0-d int64 tensor on the input's device.
 
     ``call.input`` and ``call.target`` are ``(N, C)`` (the target possibly a stride-0
     broadcast view, or integer / bool). Traceable: shapes decide everything.
@@ -88,25 +67,29 @@ def launch(call: Call) -> Result:
     need_grad, reduce = call.need_grad[0], call.reduction != "none"
     out_dtype = SPEC.out_dtype(call)
     dev = input.device
-    # (1) the layout the kernel reads: flat, contiguous, float labels
-    if not target.is_floating_point():
-        target = target.to(torch.float32)
+    # (1) the layout the kernel reads: flat and contiguous
     x = input.reshape(-1)  # a copy only if the input is not contiguous
     y = target.reshape(-1)  # a copy only if the target is not (a broadcast target)
     n = x.numel()
     # (2) allocate
-    n_programs = triton.cdiv(n, BLOCK)
+    span = flat_span(n, BLOCK)
+    n_programs = triton.cdiv(n, span)
     grad = torch.empty(n, dtype=input.dtype, device=dev) if need_grad else None
     partial = torch.empty(n_programs, dtype=torch.float32, device=dev) if reduce else None
     loss = None if reduce else torch.empty(n, dtype=out_dtype, device=dev)
+    bad = torch.zeros(n_programs, dtype=torch.int32, device=dev) if check else None
     # (3) launch
     if n:
-        torch.library.wrap_triton(_soft_margin_loss_kernel)[(n_programs,)](
-            x, y, loss, partial, grad,
-            n, grad_scale(SPEC, call),
-            REDUCE=reduce, NEED_GRAD=need_grad, BLOCK=BLOCK, num_warps=8,
+        torch.library.wrap_triton(logistic_flat_kernel)[(n_programs,)](
+            x, y, None, loss, partial, bad, grad,
+            n, span, grad_scale(SPEC, call),
+            MULTILABEL=False, HAS_WEIGHT=False, STORE_LOSS=not reduce, REDUCE=reduce,
+            NEED_GRAD=need_grad, CHECK=check, BLOCK=BLOCK,
+            PTX=ptx_allowed(logistic_flat_kernel),
+            num_warps=max(1, min(8, BLOCK // 256)), enable_fp_fusion=True,
         )
     grads = (None if grad is None else grad.view(input.shape),)
+    bad_labels = bad.sum() if check else None  # int32 slots -> 0-d int64
     if not reduce:
-        return Result(loss.view(input.shape), grads)
-    return Result(reduce_rows(partial, call.reduction, out_dtype, count=n), grads)
+        return Result(loss.view(input.shape), grads, bad_labels)
+    return Result(reduce_rows(partial, call.reduction, out_dtype, count=n), grads, bad_labels)
