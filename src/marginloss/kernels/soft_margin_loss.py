@@ -18,7 +18,8 @@ its limit :math:`-y`.
 
 Label check (``check=True``), in the same pass: each program counts its labels with
 :math:`|y| \ne 1` (NaN included) into an int32 slot; torch adds the slots (``bad_labels``, a 0-d
-int64 on the device, no host read).
+int64 on the device, no host read). A bool target is a {0, 1} mask by its dtype: every label
+counts as bad (decided from the dtype, not the values).
 
 Layout: input and target are read as flat vectors of :math:`n = N C` elements (a non-contiguous
 input or a broadcast target is made contiguous first; an integer or bool target is read as it
@@ -89,7 +90,10 @@ def launch(call: Call, check: bool = False) -> Result:
             num_warps=max(1, min(8, BLOCK // 256)), enable_fp_fusion=True,
         )
     grads = (None if grad is None else grad.view(input.shape),)
-    bad_labels = bad.sum() if check else None  # int32 slots -> 0-d int64
+    bad_labels = None
+    if check:  # int32 slots -> 0-d int64; a bool target is a {0, 1} mask by its dtype
+        bad_labels = bad.sum() if target.dtype != torch.bool else \
+            torch.full((), n, dtype=torch.int64, device=dev)
     if not reduce:
         return Result(loss.view(input.shape), grads, bad_labels)
     return Result(reduce_rows(partial, call.reduction, out_dtype, count=n), grads, bad_labels)
