@@ -1,4 +1,4 @@
-"""One short GPU check for a lent CUDA machine (about 8 minutes at most): tests, then numbers.
+r"""One short GPU check for a lent CUDA machine (about 8 minutes at most): tests, then numbers.
 
     PYTHONPATH=src python benchmarks/gpu_check.py OUT_DIR            # e.g. "$OUT"
     PYTHONPATH=src python benchmarks/gpu_check.py OUT_DIR --dry-run  # the plan; no GPU needed
@@ -21,13 +21,26 @@ the last lines of its log:
    CUDA graphs, compile, export; skipped if the file is absent).
 
 Every part's full output is in ``OUT_DIR/<n>_<part>.log``; ``OUT_DIR/summary.txt`` has the
-status lines. Exit status: 0 if every part passed, else 1. The total is kept under
-``--total`` seconds (default 450): a part gets at most its own limit and what is left.
+status lines. After the benchmark parts, ``OUT_DIR/report.md`` has one row per case read
+back from ``bench.csv`` (so a benchmark part cut short still reports what it measured): each
+implementation's step time as a percentage of the measured device copy bandwidth,
+
+.. math::
+
+    \mathrm{pct}_{impl} = 100 \cdot \frac{\mathrm{min\_bytes} / t_{impl}}{\mathrm{copy\_gbps}},
+
+(``min_bytes``: read every input, target and weight once, write every input's gradient once)
+and, for the cases at :math:`2^{26}` elements, the issue's goal for ours (:data:`GOALS`).
+Exit status: 0 if every part passed, else 1. The total is kept under ``--total`` seconds
+(default 450): a part gets at most its own limit and what is left. ``--only PART`` runs only
+the parts named; ``--loss NAME`` limits the benchmark to those losses.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib.util
 import os
 import signal
 import subprocess
@@ -60,6 +73,25 @@ if shutil.which("nvidia-smi"):
 """
 
 
+#: The issue's goals for ours at 2^26 elements (whole training step, % of copy bandwidth).
+GOALS = {"soft_margin_loss": 80.0, "multilabel_soft_margin_loss": 80.0,
+         "multi_margin_loss": 80.0, "multilabel_margin_loss": 50.0}
+GOAL_ELEMENTS = 1 << 26
+
+
+#: ``--interpret``'s benchmark runner: Triton < 3.7's interpreter fails on every runtime loop
+#: bound with NumPy >= 2.4 (triton issue 9171); apply the kernel tests' backport of the fix
+#: (``tests/kernels/conftest.py``, a no-op on newer Triton), then run the benchmark.
+INTERPRET_BENCH = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("kernel_conftest", sys.argv.pop(1))
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+from marginloss.benchmark import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 @dataclass
 class Part:
     """One step of the check: a command, its time limit, and when it does not apply."""
@@ -71,28 +103,34 @@ class Part:
 
 
 def plan(out: Path, budget: float, bf16_compile: bool = False,
-         interpret: bool = False) -> list[Part]:
+         interpret: bool = False, losses: list[str] | None = None) -> list[Part]:
     """The parts, in order (see the module docstring). ``interpret``: the same parts on CPU
     tensors under Triton's interpreter (the kernel tests marked ``interpret``; the benchmark
     with ``backend="triton"`` at a tiny size), to run the whole script end to end without a
     GPU."""
     device = ["--device", "cpu", "--backend", "triton", "--quick", "--n", "8", "--c", "16"] \
         if interpret else ["--device", "cuda"]
-    bench = [PY, "-m", "marginloss.benchmark", *device, "--budget", str(budget),
-             "--out", str(out / "bench.md"), "--csv", str(out / "bench.csv")]
+    runner = [PY, "-c", INTERPRET_BENCH, str(ROOT / "tests" / "kernels" / "conftest.py")] \
+        if interpret else [PY, "-m"]
+    bench = [*runner, "marginloss.benchmark", *device, "--budget", str(budget),
+             "--out", str(out / "bench.md"), "--csv", str(out / "bench.csv"),
+             *(a for name in losses or () for a in ("--loss", name))]
     composability = ROOT / "tests" / "test_composability.py"
+    no_pytest = None if importlib.util.find_spec("pytest") else "pytest is not installed"
     return [
         Part("environment", [PY, "-c", ENV_SCRIPT], 45),
         Part("marginloss info", [PY, "-m", "marginloss", "info"], 30),
         Part("kernel tests", [PY, "-m", "pytest", "tests/kernels", "-m",
                               "interpret" if interpret else "gpu", "-q", "-x",
-                              "-p", "no:cacheprovider"], 100 if not interpret else 240),
+                              "-p", "no:cacheprovider"], 100 if not interpret else 240,
+             no_pytest),
         Part("bench float32", [*bench, "--dtype", "float32"], 140),
         Part("bench bfloat16", [*bench, "--dtype", "bfloat16",
                                 *([] if bf16_compile else ["--no-compile"])], 120),
         Part("composability tests", [PY, "-m", "pytest", str(composability), "-q", "-x",
                                      "-p", "no:cacheprovider"], 80,
-             None if composability.exists() else "tests/test_composability.py is absent"),
+             no_pytest or (None if composability.exists()
+                           else "tests/test_composability.py is absent")),
     ]
 
 
@@ -156,6 +194,47 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text[-lines:])
 
 
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def copy_report(csv_path: Path) -> str:
+    """``report.md``: every case of ``csv_path`` with each implementation's step as a % of
+    the copy bandwidth measured in the same run, and the goal at 2^26 elements."""
+    try:
+        with csv_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        return f"(no benchmark rows: {e})"
+    head = ["case", "dtype", "backend", "copy GB/s", "ours ms", "eager ms", "compile ms",
+            "ours %copy", "eager %copy", "compile %copy", "goal"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        copy_gbps, n_bytes = _float(r.get("copy_gbps")), _float(r.get("min_bytes"))
+        cells = [r.get("case", ""), r.get("dtype", ""), r.get("backend", ""),
+                 f"{copy_gbps:.0f}" if copy_gbps else "n/a"]
+        pct = {}
+        for impl in ("ours", "eager", "compile"):
+            ms = _float(r.get(f"{impl}_ms"))
+            cells.append(f"{ms:.3f}" if ms else "n/a")
+            if ms and copy_gbps and n_bytes:
+                pct[impl] = 100.0 * n_bytes / (ms * 1e-3) / 1e9 / copy_gbps
+        cells += [f"{pct[i]:.1f}%" if i in pct else "n/a" for i in ("ours", "eager", "compile")]
+        goal = GOALS.get(r.get("loss", ""))
+        elements = int(_float(r.get("n")) or 0) * int(_float(r.get("c")) or 0)
+        if goal is None or elements != GOAL_ELEMENTS:
+            cells.append("-")
+        elif "ours" not in pct:
+            cells.append(f">= {goal:.0f}%: n/a")
+        else:
+            cells.append(f">= {goal:.0f}%: {'met' if pct['ours'] >= goal else 'MISSED'}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def dry_run(parts: list[Part], out: Path) -> int:
     """Check what can be checked without a GPU: the benchmark's options parse, the test
     paths exist, the output directory is writable; print the plan."""
@@ -207,13 +286,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interpret", action="store_true",
                         help="run every part on CPU tensors under Triton's interpreter, at tiny "
                              "sizes (the end-to-end check of this script without a GPU)")
+    parser.add_argument("--only", action="append", default=None, metavar="PART",
+                        help="run only this part (repeatable; e.g. 'bench float32' or "
+                             "bench_float32)")
+    parser.add_argument("--loss", action="append", default=None, metavar="NAME",
+                        help="benchmark only this loss (repeatable)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    parts = plan(out, args.budget, args.bf16_compile, args.interpret)
+    parts = everything = plan(out, args.budget, args.bf16_compile, args.interpret, args.loss)
+    if args.only:
+        wanted = {name.replace("_", " ") for name in args.only}
+        unknown = wanted - {p.name for p in parts}
+        if unknown:
+            parser.error(f"--only: no part {', '.join(sorted(unknown))} "
+                         f"(parts: {', '.join(p.name for p in parts)})")
+        parts = [p for p in parts if p.name in wanted]
     if args.dry_run:
         rc = dry_run(parts, out)
-        status, seconds = run_part(parts[0], out / "0_environment.log", parts[0].limit_s)
+        status, seconds = run_part(everything[0], out / "0_environment.log",
+                                   everything[0].limit_s)
         print(f"== environment: {status} ({seconds:.0f} s)\n{tail(out / '0_environment.log')}")
         return rc
     deadline = time.monotonic() + args.total
@@ -241,7 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"cannot write summary.txt: {e}")
     print("\n".join(["== summary", *summary]))
-    for name in ("bench.md", "bench.csv"):
+    if (out / "bench.csv").exists():
+        report = copy_report(out / "bench.csv")
+        try:
+            (out / "report.md").write_text(report + "\n")
+        except OSError as e:
+            print(f"cannot write report.md: {e}")
+        print(f"== % of copy bandwidth (report.md)\n{report}")
+    for name in ("bench.md", "bench.csv", "report.md"):
         if (out / name).exists():
             print(f"{out / name}: {(out / name).stat().st_size} bytes")
     if (out / "bench.md").exists():

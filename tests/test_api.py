@@ -35,21 +35,23 @@ def _params(obj):
     return list(inspect.signature(obj).parameters.values())
 
 
-def _check_prefix(ours, theirs):
-    """Torch's parameters, in order, same kinds and defaults; then the keyword-only options."""
+def _check_prefix(ours, theirs, spec):
+    """Torch's parameters, in order, same kinds and defaults; then the keyword-only options
+    (ours, and the loss's own: ``spec.extras``)."""
     mine, ref = _params(ours), _params(theirs)
     ref = [p for p in ref if p.name != "self"]
     mine = [p for p in mine if p.name != "self"]
     assert [(p.name, p.kind, p.default) for p in mine[: len(ref)]] == \
            [(p.name, p.kind, p.default) for p in ref]
     extra = mine[len(ref):]
-    assert {p.name: p.default for p in extra} == NEW_OPTIONS
+    assert {p.name: p.default for p in extra} == \
+           {**NEW_OPTIONS, **{o.name: o.default for o in spec.extras}}
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in extra)
 
 
 @pytest.mark.parametrize("name", FUNCS)
 def test_function_signature_matches_torch(name):
-    _check_prefix(getattr(F, name), getattr(TF, name))
+    _check_prefix(getattr(F, name), getattr(TF, name), next(s for s in LOSSES if s.name == name))
     assert getattr(marginloss, name) is getattr(F, name)
 
 
@@ -58,7 +60,8 @@ def test_module_signature_matches_torch(name):
     ours = getattr(marginloss, name)
     assert ours is getattr(mnn, name)
     assert issubclass(ours, torch.nn.Module)
-    _check_prefix(ours.__init__, getattr(torch.nn, name).__init__)
+    _check_prefix(ours.__init__, getattr(torch.nn, name).__init__,
+                  next(s for s in LOSSES if s.module == name))
 
 
 def _module_pair(name, **kwargs):
@@ -72,6 +75,8 @@ def _module_pair(name, **kwargs):
     ("MultiMarginLoss", {"p": 2, "margin": 0.5, "weight": torch.rand(7)}),
     ("MultiMarginLoss", {}),
     ("MultiLabelMarginLoss", {"reduction": "sum"}),
+    ("HingeEmbeddingLoss", {"margin": 0.5}), ("HingeEmbeddingLoss", {"reduction": "none"}),
+    ("MarginRankingLoss", {"margin": 0.25}), ("MarginRankingLoss", {"reduction": "sum"}),
 ])
 def test_module_state_dict_repr_and_results(name, kwargs):
     ours, ref = _module_pair(name, **copy.deepcopy(kwargs))
@@ -85,13 +90,15 @@ def test_module_state_dict_repr_and_results(name, kwargs):
     # state_dict round trip between the two libraries
     ours.load_state_dict(ref.state_dict())
     case = next(c for c in CASES.values() if c.spec.module == name)
-    x, y = case.make((5, 7), torch.float32, margin=kwargs.get("margin", 1.0))
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    a, b = ours(xa, y), ref(xb, y)
+    xs, y = case.make((5, 7), torch.float32, margin=kwargs.get("margin", 1.0))
+    xa = tuple(x.clone().requires_grad_() for x in xs)
+    xb = tuple(x.clone().requires_grad_() for x in xs)
+    a, b = case.apply(ours, xa, y), case.apply(ref, xb, y)
     assert_close(a, b)
     a.sum().backward()
     b.sum().backward()
-    assert_close(xa.grad, xb.grad)
+    for u, v in zip(xa, xb, strict=True):
+        assert_close(u.grad, v.grad)
 
 
 def test_module_repr_shows_non_default_options():
@@ -129,8 +136,8 @@ def test_module_pickles_and_keeps_its_settings(case):
     buf.seek(0)
     again = torch.load(buf, weights_only=False)
     assert type(again) is type(loss) and repr(again) == repr(loss)
-    x, y = case.make((4, 5), torch.float32, **kwargs)
-    assert torch.equal(again(x, y), loss(x, y))
+    xs, y = case.make((4, 5), torch.float32, **kwargs)
+    assert torch.equal(case.apply(again, xs, y), case.apply(loss, xs, y))
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -167,26 +174,27 @@ def test_import_hygiene_no_triton_no_device_probe():
 @pytest.mark.parametrize("case", cases())
 def test_nothing_the_caller_passed_is_modified(case, backend):
     kwargs = case.option_sets(11, torch.float32)[-1]
-    x, y = case.make((9, 11), torch.float32, **kwargs)
-    x = x.requires_grad_()
-    tensors = [x, y, *(v for v in kwargs.values() if torch.is_tensor(v))]
+    xs, y = case.make((9, 11), torch.float32, **kwargs)
+    xs = tuple(x.requires_grad_() for x in xs)
+    tensors = [*xs, *((y,) if y is not None else ()),
+               *(v for v in kwargs.values() if torch.is_tensor(v))]
     before = [t.detach().clone() for t in tensors]
     versions = [t._version for t in tensors]
-    case.ours(x, y, reduction="sum", backend=backend, **kwargs).backward()
+    case.run(xs, y, reduction="sum", backend=backend, **kwargs).backward()
     for b, a, v in zip(before, tensors, versions):
         assert torch.equal(b, a.detach()) and a._version == v
 
 
 @pytest.mark.parametrize("case", cases())
 def test_deterministic_bitwise(case):
-    x, y = case.make((300, 1000), torch.float32)
+    xs, y = case.make((300, 1000), torch.float32)
     runs = []
     for _ in range(2):
-        xa = x.clone().requires_grad_()
-        out = case.ours(xa, y)
+        xa = tuple(x.clone().requires_grad_() for x in xs)
+        out = case.run(xa, y)
         out.backward()
-        runs.append((out, xa.grad))
-    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+        runs.append((out, *(x.grad for x in xa)))
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
 
 
 def test_backend_names_are_the_literal_and_the_backend_modules():
@@ -194,9 +202,17 @@ def test_backend_names_are_the_literal_and_the_backend_modules():
     assert {b.NAME for b in backends.AUTO_ORDER} == set(backends.BACKENDS) - {"auto"}
 
 
+# public names beyond the loss table: torch's loss with a user distance (its default distance
+# is the triplet loss's fused kernel) and the fused linear heads (marginloss.linear)
+MORE_FUNCS = ["triplet_margin_with_distance_loss", "linear_multilabel_soft_margin_loss",
+              "linear_multi_margin_loss", "linear_multilabel_margin_loss"]
+MORE_MODULES = ["TripletMarginWithDistanceLoss", "LinearMultiLabelSoftMarginLoss",
+                "LinearMultiMarginLoss", "LinearMultiLabelMarginLoss"]
+
+
 def test_public_api_is_small():
-    assert set(marginloss.functional.__all__) == set(FUNCS)
-    assert set(mnn.__all__) == set(MODULES)
+    assert set(marginloss.functional.__all__) == set(FUNCS + MORE_FUNCS)
+    assert set(mnn.__all__) == set(MODULES + MORE_MODULES)
     for name in marginloss.__all__:
         assert hasattr(marginloss, name)
     assert marginloss.errors.LabelError is marginloss.LabelError

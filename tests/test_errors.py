@@ -30,8 +30,8 @@ MISTAKES = [pytest.param(case, m, id=f"{case.name}-{m.id}")
 
 
 def _call(case, mistake, **extra):
-    x = mistake.input() if mistake.input else torch.randn(2, 3)
-    return case.ours(x, mistake.target(x), **(mistake.kwargs or {}), **extra)
+    inputs, target = case.mistake_call(mistake)
+    return case.run(inputs, target, **(mistake.kwargs or {}), **extra)
 
 
 @pytest.mark.parametrize("case, mistake", MISTAKES)
@@ -48,13 +48,13 @@ VALUE_MISTAKES = [p for p in MISTAKES if p.values[1].error is LabelError]
 @pytest.mark.parametrize("case, mistake", VALUE_MISTAKES)
 def test_validate_false_skips_value_checks_only(case, mistake):
     """validate=False computes what torch computes for the same (in-range) values."""
-    x = mistake.input() if mistake.input else torch.randn(2, 3)
-    target = mistake.target(x)
+    inputs, target = case.mistake_call(mistake)
+    x = inputs[0]
     if not target.is_floating_point() and target.dtype != torch.bool:
         target = target.clamp(-1 if case.name == "multilabel_margin_loss" else 0,
                               x.shape[-1] - 1)  # out-of-range indices are undefined
-    ours = case.ours(x, target, validate=False)
-    ref = case.ref(x, target.to(x.dtype) if target.dtype == torch.bool else target)
+    ours = case.run(inputs, target, validate=False)
+    ref = case.run_ref(inputs, target.to(x.dtype) if target.dtype == torch.bool else target)
     torch.testing.assert_close(ours, ref, equal_nan=True)
 
 
@@ -67,24 +67,40 @@ def test_shape_and_dtype_checks_always_run(case, mistake):
 
 @pytest.mark.parametrize("case", cases())
 def test_generic_mistakes(case):
-    x = torch.randn(2, 3)
+    xs = case.default_inputs()
+    x = xs[0]
     y = case.valid_target(x)
-    expected = [
-        (lambda: case.ours(torch.ones(2, 3, dtype=torch.long), y), DtypeError,
-         ["`input`", "floating", "torch.int64", "input.float()"]),
-        (lambda: case.ours(x.tolist(), y), DtypeError, ["`input`", "torch.Tensor", "list"]),
-        (lambda: case.ours(x, y.tolist()), DtypeError, ["`target`", "torch.Tensor", "list"]),
-        (lambda: case.ours(x, y, reduction="avg"), ValueError, ["avg", "reduction"]),
-        (lambda: case.ours(x, y, backend="cuda"), ValueError,
+
+    def with_input(i, value):
+        return tuple(value if j == i else t for j, t in enumerate(xs))
+
+    expected = []
+    for i, arg in enumerate(case.spec.inputs):  # every differentiable input is checked
+        expected += [
+            (lambda i=i: case.run(with_input(i, torch.ones(2, 3, dtype=torch.long)), y),
+             DtypeError, [f"`{arg}`", "floating", "torch.int64", f"{arg}.float()"]),
+            (lambda i=i: case.run(with_input(i, xs[i].tolist()), y), DtypeError,
+             [f"`{arg}`", "torch.Tensor", "list"]),
+        ]
+        if i:
+            expected.append((lambda i=i: case.run(with_input(i, xs[i].to("meta")), y),
+                             ValueError, ["same device"]))
+    expected += [
+        (lambda: case.run(xs, y, reduction="avg"), ValueError, ["avg", "reduction"]),
+        (lambda: case.run(xs, y, backend="cuda"), ValueError,
          ["`backend`", "'auto', 'torch', 'triton' or 'native'", "'cuda'"]),
-        (lambda: case.ours(x, y, validate="yes"), TypeError, ["`validate`", "True or False"]),
-        (lambda: case.ours(x, y.to("meta")), ValueError, ["same device"]),
+        (lambda: case.run(xs, y, validate="yes"), TypeError, ["`validate`", "True or False"]),
     ]
-    if y.is_floating_point():
-        expected.append((lambda: case.ours(x, y.clone().requires_grad_()), ValueError,
-                         ["`target` requires grad", "target.detach()"]))
+    if case.has_target:
+        expected += [
+            (lambda: case.run(xs, y.tolist()), DtypeError, ["`target`", "torch.Tensor", "list"]),
+            (lambda: case.run(xs, y.to("meta")), ValueError, ["same device"]),
+        ]
+        if y.is_floating_point():
+            expected.append((lambda: case.run(xs, y.clone().requires_grad_()), ValueError,
+                             ["`target` requires grad", "target.detach()"]))
     if case.spec.weighted:
-        expected.append((lambda: case.ours(x, y, weight=torch.ones(3, requires_grad=True)),
+        expected.append((lambda: case.run(xs, y, weight=torch.ones(3, requires_grad=True)),
                          ValueError, ["`weight` requires grad"]))
     for call, error, fragments in expected:
         with pytest.raises(error) as info:
@@ -93,14 +109,24 @@ def test_generic_mistakes(case):
             assert fragment in str(info.value), (fragment, str(info.value))
 
 
+def _label_mistake(case, **extra):
+    """The case's first label mistake (skips the test for a loss without labels)."""
+    mistake = next((m for m in case.mistakes if m.error is LabelError
+                    and (not m.kwargs or not extra.get("plain"))), None)
+    if mistake is None:
+        pytest.skip(f"{case.name} has no label convention")
+    return mistake
+
+
 @pytest.mark.parametrize("case", cases())
 def test_errors_raise_before_any_work_on_the_input(case):
-    """A failing call leaves no trace: the input's gradient stays None."""
-    mistake = next(m for m in case.mistakes if m.error is LabelError)
-    x = (mistake.input() if mistake.input else torch.randn(2, 3)).requires_grad_()
+    """A failing call leaves no trace: the inputs' gradients stay None."""
+    mistake = _label_mistake(case)
+    inputs, target = case.mistake_call(mistake)
+    inputs = tuple(x.requires_grad_() for x in inputs)
     with pytest.raises(LabelError):
-        case.ours(x, mistake.target(x)).backward()
-    assert x.grad is None
+        case.run(inputs, target).backward()
+    assert all(x.grad is None for x in inputs)
 
 
 def test_targets_in_convention_pass_validation():
@@ -117,27 +143,27 @@ def test_targets_in_convention_pass_validation():
 @pytest.mark.parametrize("case", cases())
 def test_backend_triton_on_cpu_without_interpreter_says_why(case, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    x = torch.randn(2, 3)
+    xs = case.default_inputs()
     with pytest.raises(BackendUnavailableError, match="input is on cpu.*CUDA"):
-        case.ours(x, case.valid_target(x), backend="triton")
+        case.run(xs, case.valid_target(xs[0]), backend="triton")
 
 
 @pytest.mark.parametrize("case", cases())
 def test_backend_triton_rejects_float64_with_reason(case):
-    x = torch.randn(2, 3, dtype=torch.float64)
+    xs = case.default_inputs(torch.float64)
     with pytest.raises(BackendUnavailableError, match="float64"):
-        case.ours(x, case.valid_target(x), backend="triton")
+        case.run(xs, case.valid_target(xs[0]), backend="triton")
 
 
 @pytest.mark.parametrize("case", cases())
 def test_auto_never_sends_cpu_tensors_to_the_interpreter(case, monkeypatch):
     from marginloss import backends
-    from marginloss.losses import Call
 
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    x = torch.randn(2, 3, dtype=torch.float64)
-    call = Call((x,), case.valid_target(x), None, (), "mean", (False,))
-    backend = backends.select("auto", case.spec, call)
+    xs = case.default_inputs(torch.float64)
+    call = case.spec.call(xs, case.valid_target(xs[0]), {})
+    backend = backends.select("auto", case.spec, call._replace(
+        need_grad=(False,) * case.n_inputs))
     assert backend.NAME == "torch"
 
 
@@ -157,16 +183,15 @@ def test_module_constructor_errors(cls, kwargs, exc, fragment):
 def test_a_repeated_call_still_checks_its_labels(case, backend):
     """Eager calls that repeat an earlier call's shapes skip the metadata checks they passed
     (pipeline plans), never the label check: it reads this call's values."""
-    mistake = next(m for m in case.mistakes if m.error is LabelError and not m.kwargs)
-    x = mistake.input() if mistake.input else torch.randn(2, 3)
-    bad = mistake.target(x)
-    good = case.valid_target(x).to(bad.dtype)
+    mistake = _label_mistake(case, plain=True)
+    xs, bad = case.mistake_call(mistake)
+    good = case.valid_target(xs[0]).to(bad.dtype)
     for _ in range(3):
-        case.ours(x, good, backend=backend)
-        case.ours(x.requires_grad_(), good, backend=backend).backward()
+        case.run(xs, good, backend=backend)
+        case.run(tuple(x.requires_grad_() for x in xs), good, backend=backend).backward()
     with pytest.raises(LabelError):
-        case.ours(x, bad, backend=backend)
+        case.run(xs, bad, backend=backend)
     # and a target that requires grad is still refused when the shapes repeat
     if good.is_floating_point():
         with pytest.raises(ValueError, match="requires grad"):
-            case.ours(x, good.clone().requires_grad_(), backend=backend)
+            case.run(xs, good.clone().requires_grad_(), backend=backend)

@@ -43,8 +43,8 @@ def fake_cuda_events(monkeypatch):
 def _bad_call(name="soft_margin_loss"):
     case = CASES[name]
     mistake = next(m for m in case.mistakes if m.error is LabelError and not m.kwargs)
-    x = mistake.input() if mistake.input else torch.randn(2, 3)
-    return case, case.spec.call((x,), mistake.target(x), {})
+    inputs, target = case.mistake_call(mistake)
+    return case, case.spec.call(inputs, target, {})
 
 
 def test_a_device_count_makes_the_loss_nan_and_reports_after_the_device_finishes(
@@ -120,7 +120,7 @@ def test_a_failing_kernel_falls_back_with_one_warning(monkeypatch):
     if native.status() is not None:
         pytest.skip(f"native kernels unavailable: {native.status()}")
     case = CASES["multi_margin_loss"]
-    x, y = case.make((6, 5), torch.float32)
+    (x,), y = case.make((6, 5), torch.float32)
 
     def broken(spec, call, check=False):
         raise RuntimeError("no kernel image is available for execution on the device")
@@ -143,7 +143,7 @@ def test_kernel_errors_about_the_call_are_not_masked(monkeypatch):
     if native.status() is not None:
         pytest.skip(f"native kernels unavailable: {native.status()}")
     case = CASES["soft_margin_loss"]
-    x, y = case.make((3, 4), torch.float32)
+    (x,), y = case.make((3, 4), torch.float32)
 
     def oom(spec, call, check=False):
         raise MemoryError("scratch")

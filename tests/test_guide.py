@@ -15,10 +15,17 @@ import torch
 import marginloss
 from marginloss import guide
 from marginloss import labels as L
-from marginloss.errors import DtypeError, LabelError
+from marginloss.errors import DtypeError, LabelError, ShapeError
 from marginloss.guide import CONVENTIONS, Recommendation, describe, recommend
 
 MASK = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 1, 0]])
+
+# Inputs of the losses that compare several: two embeddings per pair, two scores per ranked
+# pair, three embeddings per triplet (4 of each).
+_g = torch.Generator().manual_seed(0)
+EMB = (torch.randn(4, 8, generator=_g), torch.randn(4, 8, generator=_g))
+SCORES = (torch.randn(4, generator=_g), torch.randn(4, generator=_g))
+TRIPLET = tuple(torch.randn(4, 8, generator=_g) for _ in range(3))
 
 
 def _loss_accepts(rec: Recommendation, target, input):
@@ -311,12 +318,21 @@ RULE_CASES = [
     (L.multi_hot_to_padded(MASK), {}, "MultiLabelMarginLoss"),
     (L.multi_hot_to_csr(MASK), {}, "MultiLabelSoftMarginLoss"),
     ([{0, 3}, {1}], {}, "MultiLabelSoftMarginLoss"),
+    (torch.tensor([1, 0, 0, 1]), {"inputs": EMB}, "CosineEmbeddingLoss"),
+    (torch.tensor([1.0, -1.0, -1.0, 1.0]), {"inputs": EMB}, "CosineEmbeddingLoss"),
+    (torch.tensor([1, 0, -1, 1]), {"inputs": SCORES}, "BCEWithLogitsLoss"),
+    (torch.tensor([0.9, 0.2, 0.5, 1.0]), {"inputs": SCORES}, "BCEWithLogitsLoss"),
+    (torch.tensor([1.0, -1.0, -1.0, 1.0]), {"inputs": SCORES, "prefer": "probabilistic"},
+     "BCEWithLogitsLoss"),
+    (torch.tensor([1, 0, 0, 1]), {"inputs": SCORES}, "MarginRankingLoss"),
+    (torch.tensor([1.0, -1.0, -1.0, 1.0]), {"inputs": SCORES}, "MarginRankingLoss"),
+    (None, {"inputs": TRIPLET}, "TripletMarginLoss"),
 ]
 
 
 def _case(target, **hints):
-    return guide._Case(describe(target), hints.get("multi_label"), hints.get("num_classes"),
-                       hints.get("prefer", "auto"))
+    return guide._Case(describe(target, inputs=hints.get("inputs")), hints.get("multi_label"),
+                       hints.get("num_classes"), hints.get("prefer", "auto"))
 
 
 def test_each_rule_is_reached_in_table_order():
@@ -337,7 +353,8 @@ def test_every_convention_has_a_default_rule():
 
 def test_rules_name_a_loss_and_its_module():
     margin = {"SoftMarginLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss",
-              "MultiLabelMarginLoss"}
+              "MultiLabelMarginLoss", "CosineEmbeddingLoss", "MarginRankingLoss",
+              "TripletMarginLoss"}
     for rule in guide._RULES:
         module, _, loss = rule.loss.rpartition(".")
         assert module == ("marginloss" if loss in margin else "torch.nn"), rule.loss
@@ -403,19 +420,206 @@ def test_binary_column_margin_keeps_its_shape():
     assert r.convert is L.to_pm1 and "(N, 1)" in r.code
 
 
+# ---- losses that compare several inputs: pairs, ranking preferences, triplets ------------------
+
+
+@pytest.mark.parametrize("target, inputs, convention, encoding", [
+    (torch.tensor([1.0, -1.0, -1.0, 1.0]), EMB, "pair_labels", "pm1"),
+    (torch.tensor([1, 0, 0, 1]), EMB, "pair_labels", "01"),
+    (torch.tensor([True, False, True, True]), EMB, "pair_labels", "01"),
+    (torch.tensor(-1.0), (EMB[0][0], EMB[1][0]), "pair_labels", "pm1"),  # (D,) pair, 0-d label
+    (torch.tensor([1.0, -1.0, -1.0, 1.0]), (EMB[0][:1], EMB[1]), "pair_labels", "pm1"),
+    (torch.tensor([1.0, -1.0, -1.0, 1.0]), SCORES, "ranking_preferences", "pm1"),
+    (torch.tensor([1, 0, 0, 1]), SCORES, "ranking_preferences", "01"),
+    (torch.tensor([1, 0, -1, 1]), SCORES, "ranking_preferences", "ties"),
+    (torch.tensor([1.0, 0.0, -1.0, 1.0]), SCORES, "ranking_preferences", "ties"),
+    (torch.tensor([0.9, 0.2, 0.5, 1.0]), SCORES, "ranking_preferences", "soft"),
+    # scores broadcast as torch's margin_ranking_loss does: (N, 1) against (1, M)
+    (torch.ones(3, 5), (torch.randn(3, 1), torch.randn(1, 5)), "ranking_preferences", "01"),
+    (None, TRIPLET, "triplets", None),
+    (None, (TRIPLET[0][:1], TRIPLET[1], TRIPLET[2]), "triplets", None),  # anchor (1, D)
+    (torch.tensor([3, 1, 2, 0]), EMB, "unknown", None),  # class labels, not pair labels
+    (torch.tensor([0.3, 2.5, 1.0, 4.0]), SCORES, "unknown", None),  # grades, not preferences
+    (torch.tensor([0.9, 0.2, 0.5, 1.0]), EMB, "unknown", None),  # no soft pair labels
+    (torch.tensor([1.0, float("nan"), 1.0, 1.0]), SCORES, "unknown", None),
+    (torch.tensor([]), (torch.randn(0), torch.randn(0)), "empty", None),
+])
+def test_describe_with_inputs(target, inputs, convention, encoding):
+    d = describe(target, inputs=inputs)
+    assert (d.convention, d.encoding) == (convention, encoding)
+    assert d.inputs == tuple(tuple(x.shape) for x in inputs)
+    assert d.convention in CONVENTIONS
+    text = str(d)
+    assert f"[{convention}]" in text and "inputs " + guide._shapes_text(d.inputs) in text
+    assert ("no target" in text) == (target is None)
+
+
+def test_describe_reads_only_the_inputs_shapes():
+    """The inputs' values are never read: meta tensors (no data) and NumPy arrays work."""
+    meta = (torch.empty(4, 8, device="meta"), torch.empty(4, 8, device="meta"))
+    assert describe(torch.tensor([1, -1, 1, -1]), inputs=meta).convention == "pair_labels"
+    arrays = (np.zeros(4), np.zeros(4))
+    assert describe(np.array([1, -1, 1, -1]), inputs=arrays).convention == "ranking_preferences"
+    assert describe(None, inputs=[torch.empty(2, 3, device="meta")] * 3).convention == "triplets"
+
+
+def test_describe_triplets_with_a_target_says_it_is_not_used():
+    d = describe(torch.tensor([0, 1, 1, 0]), inputs=TRIPLET)
+    assert d.convention == "triplets" and "not used" in d.evidence and d.dtype == "torch.int64"
+    r = recommend(torch.tensor([0, 1, 1, 0]), inputs=TRIPLET)
+    assert r.loss == "TripletMarginLoss" and "not used" in r.reason
+    assert "not used" not in recommend(None, inputs=TRIPLET).reason
+
+
+@pytest.mark.parametrize("target, inputs, match", [
+    (torch.tensor([1, -1, 1, 1]), (EMB[0], EMB[1][0]), r"shapes \(4, 8\) and \(8,\); .* one rank"),
+    (torch.tensor([1, -1, 1, 1]), (EMB[0], EMB[1][:3]), "sizes that broadcast"),
+    (torch.tensor([1, -1]), EMB, r"target of shape \(2,\) fit no loss"),
+    (torch.ones(4, 8), (torch.randn(4, 8, 2), torch.randn(4, 8, 2)), "fit no loss"),  # 2-D pairs
+    (None, (TRIPLET[0], TRIPLET[1][0], TRIPLET[2]), "one rank for all three"),
+    (None, (TRIPLET[0], TRIPLET[1][:, :3], TRIPLET[2]), "one rank for all three"),
+])
+def test_describe_shapes_that_fit_no_loss(target, inputs, match):
+    with pytest.raises(ShapeError, match=match) as info:
+        describe(target, inputs=inputs)
+    assert str(info.value).startswith("describe: ")
+    with pytest.raises(ShapeError):
+        recommend(target, inputs=inputs)
+
+
+@pytest.mark.parametrize("target, inputs, match", [
+    (torch.tensor([1, -1]), EMB[0], "must be a tuple .* got Tensor"),
+    (torch.tensor([1, -1]), "ab", "must be a tuple .* got str"),
+    (torch.tensor([1, -1]), (EMB[0],), "got 1"),
+    (torch.tensor([1, -1]), TRIPLET + (EMB[0],), "got 4"),
+    (torch.tensor([1, -1]), (EMB[0], [1.0, 2.0]), r"inputs\[1\]. must be a tensor"),
+    (None, EMB, "two inputs need a target"),
+])
+def test_describe_bad_inputs(target, inputs, match):
+    with pytest.raises(ValueError, match=match):
+        describe(target, inputs=inputs)
+
+
+def test_pair_labels_01_are_converted_to_pm1():
+    y = torch.tensor([1, 0, 0, 1])
+    r = recommend(y, inputs=EMB)
+    assert r.loss == "CosineEmbeddingLoss" and r.module == "marginloss"
+    assert r.convert is L.to_pm1 and r.convert(y).tolist() == [1, -1, -1, 1]
+    assert "to_pm1" in r.reason and "[-1, 1]" in r.reason  # the margin is a cosine
+    assert "HingeEmbeddingLoss" in r.alternative and "pairwise_distance" in r.alternative
+    assert "distance, not a similarity" in r.alternative
+    assert r.call == "loss = loss_fn(input1, input2, target)"
+
+
+def test_ranking_preferences():
+    y = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    r = recommend(y, inputs=SCORES)
+    assert r.loss == "MarginRankingLoss" and r.convert is None
+    assert "input1 to score higher" in r.reason and "margin is 0" in r.reason
+    assert "to_01" in r.alternative
+    r = recommend(torch.tensor([1, 0, 0, 1]), inputs=SCORES)
+    assert r.loss == "MarginRankingLoss" and r.convert is L.to_pm1 and "max(0, margin)" in r.reason
+    r = recommend(y, inputs=SCORES, prefer="probabilistic")
+    assert r.loss == "BCEWithLogitsLoss" and r.convert is L.to_01
+    assert r.call == "loss = loss_fn(input1 - input2, target)"
+    r = recommend(torch.tensor([1.0, 0.0, 0.0, 1.0]), inputs=SCORES, prefer="probabilistic")
+    assert r.loss == "BCEWithLogitsLoss" and r.convert is None
+
+
+def test_ranking_ties_and_soft_preferences_go_to_ranknet():
+    r = recommend(torch.tensor([1, 0, -1, 1]), inputs=SCORES)
+    assert r.loss == "BCEWithLogitsLoss" and r.call == "loss = loss_fn(input1 - input2, target)"
+    assert r.convert(torch.tensor([1, 0, -1])).tolist() == [1.0, 0.5, 0.0]
+    assert "tie" in r.reason and "target != 0" in r.alternative
+    r = recommend(torch.tensor([0.9, 0.2, 0.5, 1.0]), inputs=SCORES)
+    assert r.loss == "BCEWithLogitsLoss" and r.convert is None and "soft" in r.reason
+
+
+def test_triplets():
+    r = recommend(None, inputs=TRIPLET)
+    assert r.loss == "TripletMarginLoss" and r.module == "marginloss" and r.convert is None
+    assert r.code.startswith("# no target")
+    assert r.call == "loss = loss_fn(anchor, positive, negative)"
+    for word in ("p=2", "eps", "swap=True", "distance units"):
+        assert word in r.reason
+    assert "TripletMarginWithDistanceLoss" in r.alternative
+
+
+@pytest.mark.parametrize("target, inputs, hints, match", [
+    (torch.tensor([3, 1, 2, 0]), EMB, {}, r"neither pair labels .*to_pm1\(c1 == c2\)"),
+    (torch.tensor([0.3, 2.5, 1.0, 4.0]), SCORES, {}, r"torch.sign\(t1 - t2\)"),
+    (torch.tensor([1, -1, 1, 1]), EMB, {"multi_label": True}, "drop the hint"),
+    (torch.tensor([1, -1, 1, 1]), SCORES, {"num_classes": 2}, "drop the hint"),
+    (None, TRIPLET, {"multi_label": False}, "drop the hint"),
+])
+def test_multi_input_conflicts(target, inputs, hints, match):
+    with pytest.raises(LabelError, match=match) as info:
+        recommend(target, inputs=inputs, **hints)
+    message = str(info.value)
+    assert message.startswith("recommend: The t") and "\n" not in message
+    assert "with inputs of shapes" in message or "The triplet (inputs of shapes" in message
+
+
+MULTI_INPUT_CASES = [c for c in RULE_CASES if "inputs" in c[1]]
+
+
+@pytest.mark.parametrize("i", range(len(MULTI_INPUT_CASES)))
+def test_recommendation_runs_as_printed(i):
+    """``code``, ``loss_code`` and ``call`` run as printed, with the inputs named as ``call``
+    names them, and give what the same loss from torch.nn gives on the converted target."""
+    target, hints, loss = MULTI_INPUT_CASES[i]
+    r = recommend(target, **hints)
+    inputs = hints["inputs"]
+    names = ("anchor", "positive", "negative") if len(inputs) == 3 else ("input1", "input2")
+    scope = {"torch": torch, "marginloss": marginloss, "target": target, **dict(zip(names, inputs))}
+    for line in (r.code, r.loss_code, r.call):
+        exec(line, scope)
+    oracle_scope = {**scope, "loss_fn": getattr(torch.nn, loss)()}
+    exec(r.call, oracle_scope)
+    assert scope["loss"].shape == () and torch.isfinite(scope["loss"])
+    torch.testing.assert_close(scope["loss"], oracle_scope["loss"])
+
+
+@pytest.mark.parametrize("target, inputs", [
+    (torch.tensor([1.0, 0.0, 0.0, 1.0]), EMB),
+    (torch.tensor([1.0, 0.0, 0.0, 1.0]), SCORES),
+])
+def test_the_0_1_pitfall_the_reason_names_is_caught(target, inputs):
+    """The reasons of the 0/1 rules say torch learns nothing from a 0 label and marginloss
+    raises LabelError: both hold."""
+    r = recommend(target, inputs=inputs)
+    assert "marginloss raises LabelError" in r.reason and "teach nothing" in r.reason
+    ours = getattr(marginloss, r.loss)()
+    with pytest.raises(LabelError):
+        ours(*inputs, target)
+    theirs = getattr(torch.nn, r.loss)(reduction="none")
+    x1, x2 = (x.detach().clone().requires_grad_() for x in inputs)
+    theirs(x1, x2, target)[target == 0].sum().backward()
+    assert not x1.grad.any() and not x2.grad.any()  # the 0 labels move nothing
+
+
+def test_multi_input_report_has_the_call_line():
+    lines = str(recommend(torch.tensor([1, 0, 0, 1]), inputs=SCORES)).splitlines()
+    assert lines[1].startswith("evidence:    inputs (4,) and (4,); target dtype torch.int64")
+    assert "call:        loss = loss_fn(input1, input2, target)" in lines
+    lines = str(recommend(None, inputs=TRIPLET)).splitlines()
+    assert lines[1].startswith("evidence:    inputs (4, 8), (4, 8) and (4, 8); no target.")
+    assert lines[-2] == "call:        loss = loss_fn(anchor, positive, negative)"
+
+
 # ---- the Recommendation ------------------------------------------------------------------------
 
 
 def test_recommendation_carries_each_fact_once():
     names = [f.name for f in dataclasses.fields(Recommendation)]
-    assert names == ["loss", "module", "convert", "code", "reason", "alternative",
+    assert names == ["loss", "module", "convert", "code", "call", "reason", "alternative",
                      "description"]
     r = recommend(torch.tensor([0, 1, 1]))
     assert r.convention == r.description.convention == "binary_01"
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.loss = "x"
     with pytest.raises(TypeError):
-        Recommendation("SoftMarginLoss", "marginloss", None, "#", "", None, r.description)
+        Recommendation("SoftMarginLoss", "marginloss", None, "#", "l", "", None, r.description)
 
 
 def test_str_is_the_whole_report():

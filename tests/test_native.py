@@ -42,8 +42,9 @@ pytestmark = needs_native
 
 
 def call(x, target, weight=None, options=(), reduction="mean", need_grad=True) -> Call:
-    """A canonical call with one input."""
-    return Call((x,), target, weight, tuple(options), reduction, (need_grad,))
+    """A canonical call; ``x`` is the input, or a tuple of inputs (pairs, triplets)."""
+    inputs = x if isinstance(x, tuple) else (x,)
+    return Call(inputs, target, weight, tuple(options), reduction, (need_grad,) * len(inputs))
 
 
 def run(name, c: Call):
@@ -54,10 +55,14 @@ def run(name, c: Call):
     return native.run(spec, c)
 
 
-def reference(name, c: Call):
-    """torch.nn.functional's loss and input gradient (unit upstream) in float64."""
-    x = c.inputs[0].double().requires_grad_()
-    t = c.target.double() if c.target.is_floating_point() else c.target
+def references(name, c: Call):
+    """torch.nn.functional's loss and the gradient of every input (unit upstream), float64.
+
+    Losses other than the four below take their options by the names the spec declares."""
+    xs = tuple(x.double().requires_grad_() for x in c.inputs)
+    x = xs[0]
+    t = None if c.target is None else \
+        c.target.double() if c.target.is_floating_point() else c.target
     w = None if c.weight is None else c.weight.double()
     kwargs = {}
     row_weight = None
@@ -70,26 +75,37 @@ def reference(name, c: Call):
             kwargs["weight"] = w
     elif name == MULTILABEL_SOFT_MARGIN_LOSS:
         kwargs = {"weight": w}
-    rows = getattr(TF, name)(x, t, reduction="none", **kwargs)
+    elif name not in (SOFT_MARGIN_LOSS, MULTILABEL_MARGIN_LOSS):
+        kwargs = {o.name: v for o, v in zip(SPECS[name].options, c.options, strict=True)}
+    args = (*xs, t) if SPECS[name].has_target else xs
+    rows = getattr(TF, name)(*args, reduction="none", **kwargs)
     if row_weight is not None:
         rows = rows * row_weight
     loss = {"none": rows, "sum": rows.sum(), "mean": rows.mean()}[c.reduction]
-    loss.backward(torch.ones_like(loss))
-    return loss.detach(), x.grad
+    grads = torch.autograd.grad(loss, xs, torch.ones_like(loss), allow_unused=True)
+    return loss.detach(), tuple(torch.zeros_like(x) if g is None else g
+                                for x, g in zip(xs, grads))
+
+
+def reference(name, c: Call):
+    """torch.nn.functional's loss and input gradient (unit upstream) in float64 (one input)."""
+    loss, grads = references(name, c)
+    return loss, grads[0]
 
 
 def assert_matches(name, c: Call, rtol=2e-6, atol=1e-6, bad=0):
-    """Loss and gradient of the native kernel match :func:`reference`."""
+    """Loss and gradients of the native kernel match :func:`references`."""
     res = run(name, c)
-    ref_loss, ref_grad = reference(name, c)
+    ref_loss, ref_grads = references(name, c)
     assert res.loss.dtype == torch.float32 and res.loss.shape == ref_loss.shape
     torch.testing.assert_close(res.loss.double(), ref_loss, rtol=rtol, atol=atol, equal_nan=True)
-    if c.need_grad[0]:
-        g = res.grads[0]
-        assert g.dtype == torch.float32 and g.shape == c.inputs[0].shape
-        torch.testing.assert_close(g.double(), ref_grad, rtol=rtol, atol=atol * 1e-2)
-    else:
-        assert res.grads == (None,)
+    assert len(res.grads) == len(c.inputs)
+    for x, need, g, ref_grad in zip(c.inputs, c.need_grad, res.grads, ref_grads, strict=True):
+        if need:
+            assert g.dtype == torch.float32 and g.shape == x.shape
+            torch.testing.assert_close(g.double(), ref_grad, rtol=rtol, atol=atol * 1e-2)
+        else:
+            assert g is None
     assert res.bad_labels == bad
     return res
 
@@ -750,3 +766,108 @@ def test_forked_child_runs_serially_instead_of_hanging():
     """
     done = _python(code)
     assert done.returncode == 0 and done.stdout.strip() == "0", (done.stdout, done.stderr)
+
+
+# ----------------------------------------------------------------------------------------------
+# the elementwise pair losses: hinge embedding (one input), margin ranking (two inputs)
+
+HINGE_EMBEDDING_LOSS, MARGIN_RANKING_LOSS = "hinge_embedding_loss", "margin_ranking_loss"
+PAIR_LOSSES = (HINGE_EMBEDDING_LOSS, MARGIN_RANKING_LOSS)
+
+
+def pair_inputs(name, shape):
+    """The loss's inputs: grid scores, the second input of a pair off by 1/32 (no kinks)."""
+    if name == HINGE_EMBEDDING_LOSS:
+        return grid(shape) + 1 / 32
+    return (grid(shape) + 1 / 32, grid(shape))
+
+
+@pytest.mark.parametrize("need", [(True, True), (True, False), (False, True), (False, False)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (64, 300), (2, 70_000)])
+@pytest.mark.parametrize("name", PAIR_LOSSES)
+def test_pair_losses(name, shape, reduction, need):
+    """Loss and every input's gradient (each one alone, both, none) for several chunk counts."""
+    xs = pair_inputs(name, shape)
+    c = call(xs, pm1(shape), None, (0.5,), reduction)
+    c = c._replace(need_grad=need[: len(c.inputs)])
+    assert_matches(name, c)
+
+
+@pytest.mark.parametrize("name", PAIR_LOSSES)
+def test_pair_losses_compute_torchs_value_for_any_label(name):
+    """Labels outside {-1, +1} (validate=False): torch's value, and each one counted."""
+    shape = (4, 6)
+    y = torch.tensor([1.0, -1.0, 0.0, 2.0, 0.5, -3.0]).repeat(4, 1)
+    xs = pair_inputs(name, shape)
+    assert_matches(name, call(xs, y, None, (0.25,), "none"), bad=16)
+    assert_matches(name, call(xs, y, None, (0.25,), "sum"), bad=16)
+    y[:, 5] = NAN  # NaN where torch has NaN (margin ranking's gradients are products with y)
+    res = run(name, call(xs, y, None, (0.25,), "none"))
+    ref_loss, ref_grads = references(name, call(xs, y, None, (0.25,), "none"))
+    assert res.bad_labels == 16
+    torch.testing.assert_close(res.loss.double(), ref_loss, equal_nan=True)
+    for g, r in zip(res.grads, ref_grads, strict=True):
+        torch.testing.assert_close(g.double(), r, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", PAIR_LOSSES)
+def test_pair_losses_kink_passes_the_gradient_like_torch(name):
+    """At z = 0 exactly torch's clamp_min passes the gradient (unlike the class hinges)."""
+    if name == HINGE_EMBEDDING_LOSS:
+        c = call(torch.tensor([[1.0, 0.5, 2.0]]), torch.tensor([[-1.0, -1.0, -1.0]]),
+                 None, (1.0,), "sum")
+        res = assert_matches(name, c)
+        assert res.grads[0].tolist() == [[-1.0, -1.0, 0.0]]
+    else:
+        c = call((torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0, 1.0]])),
+                 torch.tensor([[1.0, 1.0]]), None, (0.0, ), "sum")
+        res = assert_matches(name, c)
+        assert res.grads[0].tolist() == [[-1.0, 0.0]] and res.grads[1].tolist() == [[1.0, 0.0]]
+
+
+@pytest.mark.parametrize("name", PAIR_LOSSES)
+def test_pair_losses_with_inf_and_nan_scores_match_torch(name):
+    x = torch.tensor([[-INF, INF, NAN, 0.0, 1e30, -1e30]])
+    y = torch.tensor([[1.0, -1.0, -1.0, 1.0, -1.0, 1.0]])
+    xs = x if name == HINGE_EMBEDDING_LOSS else (x, x.flip(1))
+    for y_ in (y, -y):
+        res = run(name, call(xs, y_, None, (1.0,), "none"))
+        ref_loss, ref_grads = references(name, call(xs, y_, None, (1.0,), "none"))
+        torch.testing.assert_close(res.loss.double(), ref_loss, equal_nan=True)
+        for g, r in zip(res.grads, ref_grads, strict=True):
+            torch.testing.assert_close(g.double(), r, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", PAIR_LOSSES)
+def test_pair_losses_any_thread_count_gives_bitwise_identical_results(name):
+    saved = torch.get_num_threads()
+    try:
+        for shape in ((96, 4099), (1, 300_000)):
+            xs = pair_inputs(name, shape)
+            y = pm1(shape)
+            results = {}
+            for threads in (1, 2, 3):
+                torch.set_num_threads(threads)
+                for reduction in REDUCTIONS:
+                    results[threads, reduction] = run(name, call(xs, y, None, (0.5,), reduction))
+            for (_, reduction), res in results.items():
+                ref = results[1, reduction]
+                assert torch.equal(res.loss, ref.loss), reduction
+                assert all(torch.equal(a, b) for a, b in zip(res.grads, ref.grads, strict=True))
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("name", PAIR_LOSSES)
+def test_pair_losses_empty(name):
+    xs = pair_inputs(name, (0, 4))
+    for reduction in REDUCTIONS:
+        res = run(name, call(xs, torch.empty(0, 4), None, (1.0,), reduction))
+        assert res.bad_labels == 0 and all(g.shape == (0, 4) for g in res.grads)
+        if reduction == "mean":
+            assert res.loss.isnan()
+        elif reduction == "sum":
+            assert res.loss == 0
+        else:
+            assert res.loss.shape == (0, 4)

@@ -76,18 +76,22 @@ def test_multilabel_soft_margin_extremes(dtype, backend):
 @pytest.mark.parametrize("case", cases())
 def test_half_precision_works_on_cpu_and_accumulates_in_float32(case, dtype):
     """torch raises for two of these on CPU in half precision; we compute in float32."""
-    x64, y = case.make((64, 300))
-    fn = case.ours
-    x = x64.to(dtype).requires_grad_()
-    out = fn(x, y.to(dtype) if y.is_floating_point() else y, reduction="sum")
+    xs64, y = case.make((64, 300))
+
+    def lower(t, d):
+        return t.to(d) if t is not None and t.is_floating_point() else t
+
+    xs = tuple(x.to(dtype).requires_grad_() for x in xs64)
+    out = case.run(xs, lower(y, dtype), reduction="sum")
     out.backward()
-    assert out.dtype == dtype and x.grad.dtype == dtype
+    assert out.dtype == dtype and all(x.grad.dtype == dtype for x in xs)
     # the float32 computation on the same (rounded) inputs, rounded once at the end
-    x32 = x.detach().float().requires_grad_()
-    ref = fn(x32, y.float() if y.is_floating_point() else y, reduction="sum")
+    x32 = tuple(x.detach().float().requires_grad_() for x in xs)
+    ref = case.run(x32, lower(y, torch.float32), reduction="sum")
     ref.backward()
     assert_close(out, ref.to(dtype))
-    assert_close(x.grad, x32.grad.to(dtype))
+    for x, r in zip(xs, x32, strict=True):
+        assert_close(x.grad, r.grad.to(dtype))
 
 
 def test_half_sum_does_not_lose_small_terms():
@@ -103,19 +107,20 @@ def test_half_sum_does_not_lose_small_terms():
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("case", cases())
 def test_empty_batch(case, reduction, backend):
-    """mean -> nan, sum -> 0, none -> empty; the gradient is an empty tensor (torch returns
+    """mean -> nan, sum -> 0, none -> empty; the gradients are empty tensors (torch returns
     uninitialised memory for multi_margin_loss / multilabel_margin_loss here)."""
-    x0, y0 = case.make((3, 5), torch.float32)
-    x, y = x0[:0].clone().requires_grad_(), y0[:0]
-    out = case.ours(x, y, reduction=reduction, backend=backend)
+    xs0, y0 = case.make((3, 5), torch.float32)
+    xs = tuple(x[:0].clone().requires_grad_() for x in xs0)
+    y = None if y0 is None else y0[:0]
+    out = case.run(xs, y, reduction=reduction, backend=backend)
     if reduction == "mean":
         assert out.dim() == 0 and torch.isnan(out)
     elif reduction == "sum":
         assert out.dim() == 0 and out.item() == 0
     else:
-        assert out.shape == case.ref(x0, y0, reduction="none")[:0].shape
+        assert out.shape == case.run_ref(xs0, y0, reduction="none")[:0].shape
     out.sum().backward()
-    assert x.grad.shape == x.shape
+    assert all(x.grad.shape == x.shape for x in xs)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)

@@ -15,6 +15,7 @@ from marginloss import (
     functional,
     guide,
     labels,
+    linear,  # the fused linear heads (registers torch.ops.marginloss.linear_*)
 )
 from marginloss._deferred import check_labels
 from marginloss.errors import BackendUnavailableError, DtypeError, LabelError, ShapeError
@@ -35,6 +36,7 @@ __all__ = [
     "functional",
     "guide",
     "labels",
+    "linear",
     "recommend",
     *functional.__all__,
     *nn.__all__,  # noqa: F405

@@ -6,7 +6,10 @@ module registers, with :mod:`torch.library`:
 * the operator ``marginloss::<name>`` (``custom_op``), whose schema follows the spec::
 
       (Tensor input, [Tensor input2, ...], Tensor target, [Tensor? weight], <options>,
-       str reduction, bool validate, str backend, bool[] need_grad) -> (Tensor, Tensor, ...)
+       <extras>, str reduction, bool validate, str backend, bool[] need_grad)
+      -> (Tensor, Tensor, ...)
+
+  (``<extras>``: the loss's own options beyond torch's, e.g. ``Tensor? pos_weight``.)
 
   It returns the loss and, for each differentiable input, its gradient for a unit upstream
   gradient (an empty tensor where ``need_grad`` is False): the loss and its gradient come from
@@ -62,7 +65,8 @@ _TAIL = ("reduction", "validate", "backend", "need_grad")  # the arguments after
 def arg_names(spec: LossSpec) -> tuple[str, ...]:
     """The operator's argument names, in order."""
     return (*spec.inputs, *(("target",) if spec.has_target else ()),
-            *(("weight",) if spec.weighted else ()), *(o.name for o in spec.options), *_TAIL)
+            *(("weight",) if spec.weighted else ()), *(o.name for o in spec.options),
+            *(o.name for o in spec.extras), *_TAIL)
 
 
 def flatten(spec: LossSpec, call: Call, validate: bool, backend: str) -> list[Any]:
@@ -72,7 +76,10 @@ def flatten(spec: LossSpec, call: Call, validate: bool, backend: str) -> list[An
         args.append(call.target)
     if spec.weighted:
         args.append(call.weight)
-    args += [*call.options, call.reduction, validate, backend, list(call.need_grad)]
+    args += call.options
+    if spec.extras:
+        args += spec.extra_values(call)
+    args += [call.reduction, validate, backend, list(call.need_grad)]
     return args
 
 
@@ -85,20 +92,24 @@ def unflatten(spec: LossSpec, args: tuple) -> tuple[Call, bool, str]:
     weight = args[i] if spec.weighted else None
     i += spec.weighted
     options = tuple(args[i:i + len(spec.options)])
-    reduction, validate, backend, need_grad = args[i + len(spec.options):]
-    return Call(inputs, target, weight, options, reduction, tuple(need_grad)), validate, backend
+    i += len(spec.options)
+    extras = tuple(args[i:i + len(spec.extras)])
+    reduction, validate, backend, need_grad = args[i + len(spec.extras):]
+    return (Call(inputs, target, weight, options, reduction, tuple(need_grad), extras),
+            validate, backend)
 
 
 def _signature(spec: LossSpec) -> inspect.Signature:
     """A typed signature for the operator (torch.library infers the schema from it)."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    types: dict[str, Any] = {"int": int, "float": float}
+    types: dict[str, Any] = {"int": int, "float": float, "Tensor?": Tensor | None}
     params = [inspect.Parameter(name, kind, annotation=Tensor) for name in spec.inputs]
     if spec.has_target:
         params.append(inspect.Parameter("target", kind, annotation=Tensor))
     if spec.weighted:
         params.append(inspect.Parameter("weight", kind, annotation=Tensor | None))
-    params += [inspect.Parameter(o.name, kind, annotation=types[o.type]) for o in spec.options]
+    params += [inspect.Parameter(o.name, kind, annotation=types[o.type])
+               for o in (*spec.options, *spec.extras)]
     params += [inspect.Parameter("reduction", kind, annotation=str),
                inspect.Parameter("validate", kind, annotation=bool),
                inspect.Parameter("backend", kind, annotation=str),
@@ -181,8 +192,8 @@ def _vmap_rule(spec: LossSpec, op: Callable) -> Callable:
     except a per-class ``(C,)`` weight. So ``B`` vmapped calls on ``(N, C)`` rows are one call
     on ``(B N, C)`` rows with ``reduction="none"``, whose losses are then reduced per ``b``
     (the gradient of a sum of rows is the rows' gradients; of a mean, divided by the count).
-    A batched per-class weight of a loss whose kernels take no full weight falls back to one
-    call per ``b``.
+    A batched per-class weight of a loss whose kernels take no full weight, or a batched
+    tensor extra (per class, e.g. ``pos_weight``), falls back to one call per ``b``.
     """
     n_in = len(spec.inputs)
 
@@ -192,6 +203,8 @@ def _vmap_rule(spec: LossSpec, op: Callable) -> Callable:
         dims = dict(zip(arg_names(spec), in_dims))
         w_dim = dims.get("weight")
         if w_dim is not None and call.weight.dim() == 2 and not spec.full_weight:
+            return _vmap_loop(op, b, args, in_dims, n_in)
+        if any(dims[o.name] is not None for o in spec.extras):
             return _vmap_loop(op, b, args, in_dims, n_in)
 
         def fold(t, dim):

@@ -45,8 +45,9 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 def run(spec: LossSpec, inputs: tuple, target, weight, options: tuple, size_average, reduce,
-        reduction: str, validate: bool, backend: str) -> Tensor:
-    """Compute ``spec``'s loss for a public function's arguments (see the module docstring)."""
+        reduction: str, validate: bool, backend: str, extras: tuple = ()) -> Tensor:
+    """Compute ``spec``'s loss for a public function's arguments (see the module docstring);
+    ``extras``: the values of ``spec.extras`` (the loss's own options), in order."""
     # 1. options
     if size_average is not None or reduce is not None or reduction not in _reduction.REDUCTIONS:
         reduction = _reduction.resolve(size_average, reduce, reduction, spec.name)
@@ -59,10 +60,11 @@ def run(spec: LossSpec, inputs: tuple, target, weight, options: tuple, size_aver
         # a plain eager call whose metadata repeats an earlier one (a training loop's next step)
         # skips the checks and the backend choice it passed then: they read only metadata
         key = _signature(spec, inputs, target, weight, options, reduction, validate, backend,
-                         grad_on, backends.generation)
+                         grad_on, backends.generation, extras=extras)
         plan = _PLANS.get(key) if key is not None else None
         if plan is not None:
-            call = Call(inputs, target, weight, plan.options, reduction, plan.need_grad)
+            call = Call(inputs, target, weight, plan.options, reduction, plan.need_grad,
+                        _plan_extras(plan.extras, extras) if extras else ())
             if plan.grad:
                 return _EAGER_APPLY((spec, call, validate, backend, plan.backend), *inputs)
             return _ops.compute(spec, call, validate, backend, plan.backend).loss
@@ -80,15 +82,20 @@ def run(spec: LossSpec, inputs: tuple, target, weight, options: tuple, size_aver
                                                                  options)
     need = tuple(grad_on and t.requires_grad for t in xs)
     call = Call(xs, target_c, weight_c, options_c, reduction, need)
+    if spec.extras:
+        call = call._replace(extras=spec.prepare_extras(call, extras or tuple(
+            o.default for o in spec.extras)))
     # 4. the operator
     if eager and _plain_tensors(call):
         chosen = backends.select(backend, spec, call)
         loss = _eager(spec, call, validate, backend, chosen)
         if (key is not None and backend != "triton" and target_c is target
-                and weight_c is weight and all(a is b for a, b in zip(xs, inputs))):
+                and weight_c is weight and all(a is b for a, b in zip(xs, inputs))
+                and all(a is b for a, b in zip(call.extras, extras) if isinstance(b, Tensor))):
             if len(_PLANS) >= 256:
                 _PLANS.clear()
-            _PLANS[key] = _Plan(options_c, need, True in need, chosen)  # canonical already
+            _PLANS[key] = _Plan(options_c, need, True in need, chosen,
+                                call.extras)  # canonical already
     else:
         triton = _triton_op(spec, call, validate, backend)
         args = _ops.flatten(spec, call, validate, backend)
@@ -111,17 +118,23 @@ class _Plan(NamedTuple):
     need_grad: tuple[bool, ...]
     grad: bool  # True in need_grad
     backend: ModuleType
+    extras: tuple = ()  # canonical extras (their tensors: the user's own, see _plan_extras)
 
 
 _PLANS: dict[tuple, _Plan] = {}
 
 
-def _signature(spec: LossSpec, inputs: tuple, target, weight, options: tuple, *flags):
+def _signature(spec: LossSpec, inputs: tuple, target, weight, options: tuple, *flags,
+               extras: tuple = ()):
     """Everything the checks and the backend choice read, or None when a value cannot be
     part of a key (a tensor subclass, a meta tensor, a non-tensor argument, an unhashable
-    option)."""
+    option). A tensor extra is keyed by its metadata, as the other tensors."""
     key = [spec.name, options, *flags]
-    for t in (*inputs, target, weight):
+    tensors = (*inputs, target, weight)
+    if extras:
+        key.append(tuple(Tensor if isinstance(e, Tensor) else e for e in extras))
+        tensors += tuple(e for e in extras if isinstance(e, Tensor))
+    for t in tensors:
         if t is None:
             key.append(None)
         elif t.__class__ in _PLAIN and not t.is_meta:
@@ -129,9 +142,17 @@ def _signature(spec: LossSpec, inputs: tuple, target, weight, options: tuple, *f
         else:
             return None
     try:
+        if extras:
+            hash(tuple(key))  # an unhashable extra: no plan
         return tuple(key) if hash(options) is not None else None
     except TypeError:
         return None
+
+
+def _plan_extras(planned: tuple, given: tuple) -> tuple:
+    """A plan's canonical scalar extras with this call's own tensors (a plan is kept only when
+    ``prepare_extras`` returned the user's tensors as they were)."""
+    return tuple(g if isinstance(g, Tensor) else p for p, g in zip(planned, given))
 
 
 def _eager(spec: LossSpec, call: Call, validate: bool, backend: str,
@@ -170,6 +191,9 @@ def _plain_tensors(call: Call) -> bool:
     may be called directly."""
     for t in (*call.inputs, call.target, call.weight):
         if t is not None and (t.__class__ not in _PLAIN or t.is_meta):
+            return False
+    for t in call.extras:
+        if isinstance(t, Tensor) and (t.__class__ not in _PLAIN or t.is_meta):
             return False
     return True
 

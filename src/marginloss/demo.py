@@ -1,6 +1,6 @@
 """``marginloss demo``: every loss trained on real data, beside its probabilistic baseline.
 
-Three tasks on data sets that ship inside installed packages (nothing is downloaded):
+Six tasks on data sets that ship inside installed packages (nothing is downloaded):
 
 * **binary**: scikit-learn's breast-cancer data (569 tumours, 30 features, malignant or
   benign); a linear model trained with :class:`marginloss.SoftMarginLoss` on ±1 labels
@@ -15,6 +15,34 @@ Three tasks on data sets that ship inside installed packages (nothing is downloa
   mask (metric: micro-F1 of ``score > 0``), and with :class:`marginloss.MultiLabelMarginLoss`
   on -1-padded index lists (:func:`marginloss.labels.multi_hot_to_padded`). That one is a
   ranking loss, with no threshold, so all three are also compared by a ranking metric, nDCG@3.
+* **metric** (metric learning): the digits again; a one-hidden-layer MLP maps each image to an
+  8-D embedding, trained with :class:`marginloss.TripletMarginLoss` (and, for the same curves,
+  ``torch.nn.TripletMarginLoss``) on triplets drawn each epoch: every training digit as the
+  anchor, a random other image of its digit as the positive, a random image of another digit
+  as the negative. Metric: held-out 1-NN accuracy (each held-out image takes the digit of its
+  nearest training image, by Euclidean distance in the embedding), beside 1-NN on the
+  64 raw pixels and on their 8-D PCA projection (references without training).
+* **pairs**: the digits as pairs, +1 for the same digit and -1 for different ones (half and
+  half, one pair per training digit drawn each epoch); the same kind of 8-D embedding, trained
+  with :class:`marginloss.CosineEmbeddingLoss` on the two embeddings and with
+  :class:`marginloss.HingeEmbeddingLoss` on their Euclidean distance
+  (``torch.pairwise_distance``: the input of a hinge embedding loss is a distance, not a
+  similarity). Metric: the ROC AUC of the similarity (cosine, or minus the distance) on 900
+  fixed held-out pairs (each held-out digit with one of its class and one of another), beside
+  the same similarities of the raw pixels.
+* **ranking**: scikit-learn's diabetes data (442 patients, 10 features, disease progression
+  after a year, a continuous target); a linear score trained with
+  :class:`marginloss.MarginRankingLoss` (margin 1) on every pair of training patients with
+  different targets, the label ``sign(t_i - t_j)`` saying which should
+  score higher, beside ``torch.nn.MSELoss`` regression on the standardised target and
+  RankNet (``torch.nn.BCEWithLogitsLoss`` on the score difference, {0, 1} labels). Metric:
+  held-out pairwise ranking accuracy, the fraction of held-out pairs (different targets)
+  whose scores are in the targets' order (Harrell's concordance index; a tie in the scores
+  counts as wrong), beside the single feature that orders the training pairs best.
+
+The pair, ranking and triplet runs of a task see the same pairs or triplets in the same order
+(drawn from the seed and the epoch), so that torch.nn's ``TripletMarginLoss`` and marginloss's
+give the same curves up to float rounding.
 
 Each task is split once (stratified where single-label, fixed seed) into training and held-out
 parts; features are standardised with training statistics only; every loss starts from the same
@@ -23,8 +51,9 @@ reported metrics are on the held-out part, every few epochs (the curves) and at 
 demo reports what it measures and judges nothing: the results it is expected to reach are
 asserted by the test suite (``tests/test_demo.py``), not here.
 
-Metrics come from :mod:`sklearn.metrics`: ``accuracy_score``, ``f1_score(average="micro")``
-and, for the ranking comparison, ``ndcg_score(k=3)`` (nDCG@3: the gains of the true labels
+Metrics come from :mod:`sklearn.metrics`: ``accuracy_score`` (also of the 1-NN predictions),
+``roc_auc_score`` (pairs), ``f1_score(average="micro")`` and, for the multi-label ranking
+comparison, ``ndcg_score(k=3)`` (nDCG@3: the gains of the true labels
 among a gene's three top-scored classes, discounted by rank, divided by the best possible; 1 is
 a perfect top 3). Why nDCG@3:
 
@@ -38,6 +67,9 @@ a perfect top 3). Why nDCG@3:
   loop over the samples: ~70 ms per evaluation of the 726 held-out genes, which would add
   ~7 s to the full demo and ~11 s to ``--quick`` for the training curves; ``ndcg_score`` takes
   ~1 ms. It runs with ``ignore_ties=True``: the scores are continuous, so ties do not occur.
+
+The pairwise ranking accuracy is written here (three lines of torch): scikit-learn has no
+concordance index for a continuous target.
 
 For scale, on the seed-0 held-out part a random ranking scores nDCG@3 ≈ 0.31, and ranking every
 gene's classes by their frequency in the training part (the same ranking for all) ≈ 0.67.
@@ -60,7 +92,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +109,15 @@ _PIP_NAMES = {"sklearn": "scikit-learn", "river": "river", "rich": "rich",
               "matplotlib": "matplotlib"}
 
 #: Display names of the metrics (report keys -> table headers and plot legends).
-_METRIC_NAMES = {"accuracy": "accuracy", "micro_f1": "micro-F1", "ndcg_at_3": "nDCG@3"}
+_METRIC_NAMES = {"accuracy": "accuracy", "micro_f1": "micro-F1", "ndcg_at_3": "nDCG@3",
+                 "knn_accuracy": "1-NN accuracy", "pair_auc": "pair AUC",
+                 "pairwise_accuracy": "pairwise accuracy"}
 
 #: Width of the plain-text report: wide enough that no cell of the results table wraps.
 _TEXT_WIDTH = 120
+
+#: Tasks per row of the plot (each task is a column of two panels).
+_PLOT_COLUMNS = 3
 
 
 class MissingDependencyError(RuntimeError):
@@ -105,6 +142,8 @@ class _Split:
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
+    raw_train: Tensor  # the features before standardisation
+    raw_test: Tensor
 
 
 def _standardise(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor]:
@@ -123,10 +162,10 @@ def _split(x, y, seed: int, test_size: float, stratify: bool) -> _Split:
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=test_size, random_state=seed, stratify=y if stratify else None
     )
-    xt = torch.as_tensor(x_tr, dtype=torch.float32)
-    xe = torch.as_tensor(x_te, dtype=torch.float32)
-    xt, xe = _standardise(xt, xe)
-    return _Split(xt, torch.as_tensor(y_tr), xe, torch.as_tensor(y_te))
+    raw_t = torch.as_tensor(x_tr, dtype=torch.float32)
+    raw_e = torch.as_tensor(x_te, dtype=torch.float32)
+    xt, xe = _standardise(raw_t, raw_e)
+    return _Split(xt, torch.as_tensor(y_tr), xe, torch.as_tensor(y_te), raw_t, raw_e)
 
 
 def _yeast_path() -> Path:
@@ -159,9 +198,10 @@ def load_yeast() -> tuple[Any, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# metrics (scikit-learn); each maps held-out scores and targets to {metric name: value}
+# metrics (scikit-learn); each maps a model and the split to {metric name: value} on the
+# held-out part
 
-_Metrics = Callable[[Tensor, Tensor], dict[str, float]]
+_Metrics = Callable[[nn.Module, _Split], dict[str, float]]
 
 
 def _accuracy(scores: Tensor, target: Tensor) -> dict[str, float]:
@@ -188,6 +228,33 @@ def _multilabel(scores: Tensor, mask: Tensor) -> dict[str, float]:
 
     f1 = f1_score(mask.numpy(), (scores > 0).long().numpy(), average="micro", zero_division=0.0)
     return {"micro_f1": float(f1), **_ranking(scores, mask)}
+
+
+def _knn_accuracy(train: Tensor, y_train: Tensor, test: Tensor, y_test: Tensor) -> float:
+    """Accuracy of the class of each held-out point's nearest training point (Euclidean)."""
+    from sklearn.metrics import accuracy_score
+
+    nearest = torch.cdist(test, train).argmin(-1)
+    return float(accuracy_score(y_test.numpy(), y_train[nearest].numpy()))
+
+
+def _pair_auc(similarity: Tensor, same: Tensor) -> float:
+    """ROC AUC of a similarity score for telling same-class pairs (``same``) from others."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(same.numpy(), similarity.numpy()))
+
+
+def _pairwise_accuracy(scores: Tensor, pairs: tuple[Tensor, Tensor, Tensor]) -> float:
+    """The fraction of pairs (i, j, sign(t_i - t_j)) that ``scores`` orders the same way (a
+    tie in the scores counts as wrong): Harrell's concordance index over the given pairs."""
+    i, j, order = pairs
+    return float(((scores[i] - scores[j]).sign() == order).float().mean())
+
+
+def _held_out(metrics: Callable[[Tensor, Tensor], dict[str, float]]) -> _Metrics:
+    """Metrics of the model's held-out scores against the held-out targets."""
+    return lambda model, split: metrics(model(split.x_test), split.y_test)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,27 +284,42 @@ class _Squeeze(nn.Module):
 
 @dataclass
 class _Run:
-    """One loss trained on one task."""
+    """One loss trained on one task.
+
+    ``loss_args`` gives the loss's arguments from the model, the split and the epoch (default:
+    the model's training scores and ``target``); the pair, ranking and triplet runs draw their
+    pairs or triplets there. ``metrics`` maps the model and the split to held-out metrics.
+    """
 
     name: str
     module: str
     labels: str
     loss_fn: nn.Module
-    target: Tensor
+    target: Tensor | None
     make_model: Callable[[], nn.Module]
     metrics: _Metrics
     primary: str
+    loss_args: Callable[[nn.Module, _Split, int], tuple[Tensor, ...]] | None = None
+
+    def loss(self, model: nn.Module, split: _Split, epoch: int) -> Tensor:
+        """The training loss of ``model`` at ``epoch`` (counted from 1)."""
+        if self.loss_args is None:
+            return self.loss_fn(model(split.x_train), self.target)
+        return self.loss_fn(*self.loss_args(model, split, epoch))
 
 
 @dataclass
 class _Task:
-    """A data set, its split, and the runs trained on it."""
+    """A data set, its split, the runs trained on it, and references that need no training
+    (name -> held-out metrics)."""
 
     name: str
     dataset: str
     split: _Split
-    n_classes: int
+    n_classes: int | None  # None: a continuous target
     runs: list[_Run]
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    setup: str = ""  # how the pairs or triplets are drawn, in a few words
 
 
 # Settings per task: (epochs, learning rate, weight decay); quick mode divides the epochs.
@@ -245,6 +327,9 @@ _SETTINGS = {
     "binary": (150, 0.02, 1e-3),
     "multi-class": (150, 0.01, 1e-4),
     "multi-label": (150, 0.01, 1e-2),
+    "metric": (150, 0.01, 1e-4),
+    "pairs": (150, 0.01, 1e-4),
+    "ranking": (150, 0.01, 1e-3),
 }
 
 
@@ -257,24 +342,22 @@ def _binary_task(seed: int) -> _Task:
     model = _one_score(30)
     return _Task("binary", "breast cancer (scikit-learn)", split, 2, [
         _Run("SoftMarginLoss", "marginloss", "±1 (to_pm1)", marginloss.SoftMarginLoss(),
-             marginloss.labels.to_pm1(y01), model, _accuracy, "accuracy"),
+             marginloss.labels.to_pm1(y01), model, _held_out(_accuracy), "accuracy"),
         _Run("BCEWithLogitsLoss", "torch.nn", "{0, 1}", nn.BCEWithLogitsLoss(), y01, model,
-             _accuracy, "accuracy"),
+             _held_out(_accuracy), "accuracy"),
     ])
 
 
 def _multiclass_task(seed: int) -> _Task:
     """Digits: MultiMarginLoss (p=1, p=2) beside CrossEntropyLoss, on class indices."""
-    from sklearn.datasets import load_digits
-
-    split = _split(*load_digits(return_X_y=True), seed, 0.25, stratify=True)
-    split.y_train, split.y_test = split.y_train.long(), split.y_test.long()
+    split = _digits(seed)
     mlp = _mlp(64, 64, 10)
     runs = [_Run(f"MultiMarginLoss(p={p})", "marginloss", "class index",
-                 marginloss.MultiMarginLoss(p=p), split.y_train, mlp, _accuracy, "accuracy")
+                 marginloss.MultiMarginLoss(p=p), split.y_train, mlp, _held_out(_accuracy),
+                 "accuracy")
             for p in (1, 2)]
     runs.append(_Run("CrossEntropyLoss", "torch.nn", "class index", nn.CrossEntropyLoss(),
-                     split.y_train, mlp, _accuracy, "accuracy"))
+                     split.y_train, mlp, _held_out(_accuracy), "accuracy"))
     return _Task("multi-class", "digits (scikit-learn)", split, 10, runs)
 
 
@@ -287,12 +370,189 @@ def _multilabel_task(seed: int) -> _Task:
     mlp = _mlp(103, 128, 14)
     return _Task("multi-label", "Yeast (river)", split, 14, [
         _Run("MultiLabelSoftMarginLoss", "marginloss", "0/1 mask",
-             marginloss.MultiLabelSoftMarginLoss(), mask, mlp, _multilabel, "micro_f1"),
+             marginloss.MultiLabelSoftMarginLoss(), mask, mlp, _held_out(_multilabel),
+             "micro_f1"),
         _Run("BCEWithLogitsLoss", "torch.nn", "0/1 mask", nn.BCEWithLogitsLoss(), mask, mlp,
-             _multilabel, "micro_f1"),
+             _held_out(_multilabel), "micro_f1"),
         _Run("MultiLabelMarginLoss", "marginloss", "-1-padded (multi_hot_to_padded)",
-             marginloss.MultiLabelMarginLoss(), padded, mlp, _ranking, "ndcg_at_3"),
+             marginloss.MultiLabelMarginLoss(), padded, mlp, _held_out(_ranking),
+             "ndcg_at_3"),
     ])
+
+
+#: Size of the digits embeddings of the metric and pair tasks (8 of the 64 pixels).
+_EMBEDDING = 8
+
+
+def _digits(seed: int) -> _Split:
+    """Digits, split as the multi-class task splits them, with int64 class labels."""
+    from sklearn.datasets import load_digits
+
+    split = _split(*load_digits(return_X_y=True), seed, 0.25, stratify=True)
+    split.y_train, split.y_test = split.y_train.long(), split.y_test.long()
+    return split
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The random source of one epoch's pairs or triplets: the same for every run of a task."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def _partners(y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """For each sample, a random other sample of its class (a positive) and a random sample of
+    another class (a negative), as indices."""
+    n = y.shape[0]
+    order = torch.argsort(y, stable=True)
+    counts = torch.bincount(y)
+    starts = counts.cumsum(0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n)
+    own = rank - starts[y]  # each sample's place among its class
+    size = counts[y]
+    offset = (torch.rand(n, generator=generator) * (size - 1)).long()
+    offset += ((offset >= own) & (size > 1)).long()  # skip the sample itself
+    positive = order[starts[y] + offset]
+    negative = torch.randint(0, n, (n,), generator=generator)
+    same = y[negative] == y
+    while bool(same.any()):  # draw again where the negative has the anchor's class
+        negative[same] = torch.randint(0, n, (int(same.sum()),), generator=generator)
+        same = y[negative] == y
+    return positive, negative
+
+
+def _metric_task(seed: int) -> _Task:
+    """Digits: an 8-D embedding trained with TripletMarginLoss (marginloss's, and torch.nn's for
+    the same curves), scored by held-out 1-NN accuracy beside 1-NN on the 64 raw pixels and on
+    an unsupervised 8-D projection (PCA)."""
+    from sklearn.decomposition import PCA
+
+    split = _digits(seed)
+    net = _mlp(64, 64, _EMBEDDING)
+
+    def triplets(model: nn.Module, s: _Split, epoch: int) -> tuple[Tensor, ...]:
+        positive, negative = _partners(s.y_train, _epoch_generator(seed, epoch))
+        emb = model(s.x_train)
+        return emb, emb.index_select(0, positive), emb.index_select(0, negative)
+
+    def knn(model: nn.Module, s: _Split) -> dict[str, float]:
+        return {"knn_accuracy": _knn_accuracy(model(s.x_train), s.y_train, model(s.x_test),
+                                              s.y_test)}
+
+    pca = PCA(_EMBEDDING, svd_solver="full").fit(split.x_train.numpy())
+    projected = [torch.as_tensor(pca.transform(x.numpy())) for x in (split.x_train, split.x_test)]
+    labels = "triplets: same digit, other"
+    return _Task("metric", "digits (scikit-learn)", split, 10, [
+        _Run("TripletMarginLoss", "marginloss", labels, marginloss.TripletMarginLoss(), None,
+             net, knn, "knn_accuracy", triplets),
+        _Run("TripletMarginLoss (torch.nn)", "torch.nn", labels, nn.TripletMarginLoss(), None,
+             net, knn, "knn_accuracy", triplets),
+    ], baselines={
+        "raw pixels (64-D)": {"knn_accuracy": round(_knn_accuracy(
+            split.raw_train, split.y_train, split.raw_test, split.y_test), 4)},
+        f"PCA to {_EMBEDDING}-D": {"knn_accuracy": round(_knn_accuracy(
+            projected[0], split.y_train, projected[1], split.y_test), 4)},
+    }, setup=f"a positive and a negative drawn per training digit each epoch; 1-NN in the "
+             f"{_EMBEDDING}-D embedding")
+
+
+def _pairs_task(seed: int) -> _Task:
+    """Digits as pairs (same digit or not): a siamese 8-D embedding trained with
+    CosineEmbeddingLoss, and with HingeEmbeddingLoss on the pair's Euclidean distance; scored by
+    the ROC AUC of the similarity on fixed held-out pairs."""
+    split = _digits(seed)
+    net = _mlp(64, 64, _EMBEDDING)
+    # Held-out pairs: each test digit with one of its class and one of another.
+    positive, negative = _partners(split.y_test, torch.Generator().manual_seed(seed + 1))
+    first = torch.arange(split.y_test.shape[0]).repeat(2)
+    second = torch.cat([positive, negative])
+    same = split.y_test[first] == split.y_test[second]
+
+    def pairs(model: nn.Module, s: _Split, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
+        g = _epoch_generator(seed, epoch)
+        positive, negative = _partners(s.y_train, g)
+        similar = torch.rand(positive.shape[0], generator=g) < 0.5
+        emb = model(s.x_train)
+        other = emb.index_select(0, torch.where(similar, positive, negative))
+        return emb, other, marginloss.labels.to_pm1(similar)
+
+    def distances(model: nn.Module, s: _Split, epoch: int) -> tuple[Tensor, Tensor]:
+        x1, x2, y = pairs(model, s, epoch)
+        return torch.pairwise_distance(x1, x2), y
+
+    def cosine_auc(emb: Tensor) -> dict[str, float]:
+        cos = torch.nn.functional.cosine_similarity(emb[first], emb[second])
+        return {"pair_auc": _pair_auc(cos, same)}
+
+    def distance_auc(emb: Tensor) -> dict[str, float]:
+        return {"pair_auc": _pair_auc(-torch.pairwise_distance(emb[first], emb[second]), same)}
+
+    return _Task("pairs", "digits (scikit-learn)", split, 10, [
+        _Run("CosineEmbeddingLoss", "marginloss", "±1 same digit (to_pm1)",
+             marginloss.CosineEmbeddingLoss(), None, net,
+             lambda model, s: cosine_auc(model(s.x_test)), "pair_auc", pairs),
+        _Run("HingeEmbeddingLoss", "marginloss", "±1, on the distance",
+             marginloss.HingeEmbeddingLoss(), None, net,
+             lambda model, s: distance_auc(model(s.x_test)), "pair_auc", distances),
+    ], baselines={
+        "raw pixels, cosine": {"pair_auc": round(cosine_auc(split.raw_test)["pair_auc"], 4)},
+        "raw pixels, distance": {
+            "pair_auc": round(distance_auc(split.raw_test)["pair_auc"], 4)},
+    }, setup="one pair per training digit each epoch, half of them same-digit; "
+             f"{first.shape[0]} held-out pairs, half same-digit")
+
+
+def _ranking_task(seed: int) -> _Task:
+    """Diabetes: a linear score trained with MarginRankingLoss on every training pair, beside
+    MSELoss regression and RankNet (BCEWithLogitsLoss on the score difference); scored by the
+    held-out pairwise ranking accuracy."""
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes()
+    split = _split(data.data, data.target, seed, 0.25, stratify=False)
+    split.y_train, split.y_test = split.y_train.float(), split.y_test.float()
+
+    def ordered_pairs(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        i, j = torch.triu_indices(t.shape[0], t.shape[0], 1)
+        keep = t[i] != t[j]  # ties have no order
+        i, j = i[keep], j[keep]
+        return i, j, torch.sign(t[i] - t[j])
+
+    train_pairs, test_pairs = ordered_pairs(split.y_train), ordered_pairs(split.y_test)
+    i, j, order = train_pairs
+    order_01 = marginloss.labels.to_01(order)
+    y_std = (split.y_train - split.y_train.mean()) / split.y_train.std()
+
+    # index_select: its backward (index_add) is about twice as fast as that of scores[i]
+    def score_pairs(model: nn.Module, s: _Split, epoch: int) -> tuple[Tensor, Tensor, Tensor]:
+        scores = model(s.x_train)
+        return scores.index_select(0, i), scores.index_select(0, j), order
+
+    def difference(model: nn.Module, s: _Split, epoch: int) -> tuple[Tensor, Tensor]:
+        scores = model(s.x_train)
+        return scores.index_select(0, i) - scores.index_select(0, j), order_01
+
+    def accuracy(model: nn.Module, s: _Split) -> dict[str, float]:
+        return {"pairwise_accuracy": _pairwise_accuracy(model(s.x_test), test_pairs)}
+
+    # The reference without training: the single feature that orders the training pairs best.
+    by_feature = [_pairwise_accuracy(split.x_train[:, k], train_pairs)
+                  for k in range(split.x_train.shape[1])]
+    best = max(range(len(by_feature)), key=by_feature.__getitem__)
+    model = _one_score(split.x_train.shape[1])
+    metric = "pairwise_accuracy"
+    return _Task("ranking", "diabetes (scikit-learn)", split, None, [
+        _Run("MarginRankingLoss", "marginloss", "±1 which is higher (sign)",
+             marginloss.MarginRankingLoss(margin=1.0), None, model, accuracy, metric,
+             score_pairs),
+        _Run("MSELoss", "torch.nn", "the values (standardised)", nn.MSELoss(), y_std, model,
+             accuracy, metric),
+        _Run("BCEWithLogitsLoss", "torch.nn", "{0, 1} on the difference", nn.BCEWithLogitsLoss(),
+             None, model, accuracy, metric, difference),
+    ], baselines={
+        f"best single feature ({data.feature_names[best]})": {
+            metric: round(_pairwise_accuracy(split.x_test[:, best], test_pairs), 4)},
+    }, setup=f"all {i.shape[0]} training pairs with different targets each epoch; "
+             f"{test_pairs[0].shape[0]} held-out pairs")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +622,7 @@ def _evaluate(model: nn.Module, run: _Run, split: _Split) -> dict[str, float]:
     """The run's metrics on the held-out part."""
     model.eval()
     with torch.no_grad():
-        return run.metrics(model(split.x_test), split.y_test)
+        return run.metrics(model, split)
 
 
 def _fit(run: _Run, split: _Split, epochs: int, lr: float, weight_decay: float, seed: int,
@@ -377,7 +637,7 @@ def _fit(run: _Run, split: _Split, epochs: int, lr: float, weight_decay: float, 
         t0 = time.perf_counter()
         model.train()
         opt.zero_grad(set_to_none=True)
-        loss = run.loss_fn(model(split.x_train), run.target)
+        loss = run.loss(model, split, epoch)
         loss.backward()
         opt.step()
         train_seconds += time.perf_counter() - t0
@@ -420,7 +680,8 @@ def _train_task(task: _Task, quick: bool, seed: int, progress: _Progress) -> dic
         "task": task.name, "dataset": task.dataset, "n_train": int(split.x_train.shape[0]),
         "n_test": int(split.x_test.shape[0]), "n_features": int(split.x_train.shape[1]),
         "n_classes": task.n_classes, "epochs": epochs,
-        "optimizer": f"Adam(lr={lr:g}), full batch", "runs": runs,
+        "optimizer": f"Adam(lr={lr:g}), full batch", "setup": task.setup, "runs": runs,
+        "baselines": [{"name": k, "metrics": v} for k, v in task.baselines.items()],
     }
 
 
@@ -446,7 +707,8 @@ def run(*, quick: bool = False, seed: int = 0, progress: bool = True, stream=Non
     # The models are tiny: one thread is fastest, and steady when the CPU is shared.
     torch.set_num_threads(1)
     try:
-        tasks = [_binary_task(seed), _multiclass_task(seed), _multilabel_task(seed)]
+        tasks = [_binary_task(seed), _multiclass_task(seed), _multilabel_task(seed),
+                 _metric_task(seed), _pairs_task(seed), _ranking_task(seed)]
         n_runs = sum(len(t.runs) for t in tasks)
         total_epochs = sum(_epochs(t.name, quick) * len(t.runs) for t in tasks)
         with _Progress(total_epochs, n_runs, progress, stream) as bar:
@@ -476,27 +738,34 @@ def _task_heading(task: dict):
     from rich.text import Text
 
     heading = Text(f"{task['task']}: ", style="bold")
+    target = ("a continuous target" if task["n_classes"] is None
+              else f"{task['n_classes']} classes")
     heading.append(f"{task['dataset']}, {task['n_train']} train / {task['n_test']} held out, "
-                   f"{task['n_features']} features, {task['n_classes']} classes")
+                   f"{task['n_features']} features, {target}")
     return heading
 
 
 def _task_table(task: dict):
-    """A rich table of one task: a row per loss, a column per held-out metric, training time;
-    the training schedule below it."""
+    """A rich table of one task: a row per loss, a column per held-out metric, training time,
+    then a row per reference that needs no training; the training schedule below it."""
     from rich.table import Table
     from rich.text import Text
 
     metrics = list(dict.fromkeys(k for r in task["runs"] for k in r["metrics"]))
+    setup = f"; {task['setup']}" if task.get("setup") else ""
     table = Table("loss", "module", "labels", caption_justify="left",
-                  caption=f"{task['epochs']} epochs of {task['optimizer']}")
+                  caption=f"{task['epochs']} epochs of {task['optimizer']}{setup}")
     for k in metrics:
         table.add_column(_METRIC_NAMES.get(k, k), justify="right")
     table.add_column("train", justify="right")
-    for r in task["runs"]:
-        values = [f"{r['metrics'][k]:.3f}" if k in r["metrics"] else "–" for k in metrics]
-        table.add_row(*map(Text, [r["loss"], r["module"], r["labels"], *values,
-                                  f"{r['train_seconds']:.2f}s"]))
+    rows = [(r["loss"], r["module"], r["labels"], r["metrics"], f"{r['train_seconds']:.2f}s")
+            for r in task["runs"]]
+    rows += [(b["name"], "–", "no training", b["metrics"], "–")
+             for b in task.get("baselines", [])]
+    for i, (loss, module, labels, values, seconds) in enumerate(rows):
+        cells = [f"{values[k]:.3f}" if k in values else "–" for k in metrics]
+        table.add_row(*map(Text, [loss, module, labels, *cells, seconds]),
+                      end_section=i == len(task["runs"]) - 1)
     return table
 
 
@@ -548,14 +817,21 @@ def save_plot(report: dict, path: str | os.PathLike) -> Path:
     from matplotlib.figure import Figure
 
     tasks = report["tasks"]
-    fig = Figure(figsize=(4.2 * len(tasks), 7.0), layout="constrained")
+    cols = min(len(tasks), _PLOT_COLUMNS)
+    rows = -(-len(tasks) // cols)
+    fig = Figure(figsize=(4.2 * cols, 7.0 * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, len(tasks), squeeze=False)
-    for col, t in enumerate(tasks):
-        _plot_task(t, axes[0][col], axes[1][col])
+    axes = fig.subplots(2 * rows, cols, squeeze=False)
+    for k, t in enumerate(tasks):
+        row, col = divmod(k, cols)
+        _plot_task(t, axes[2 * row][col], axes[2 * row + 1][col])
+    for k in range(len(tasks), rows * cols):  # empty cells of the last row
+        row, col = divmod(k, cols)
+        axes[2 * row][col].set_visible(False)
+        axes[2 * row + 1][col].set_visible(False)
     mode = "quick mode" if report["quick"] else "full demo"
     fig.suptitle(f"marginloss demo ({mode}): solid = marginloss losses, dashed = torch.nn "
-                 f"baselines", fontsize=10)
+                 f"baselines, grey = references without training", fontsize=10)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -575,6 +851,11 @@ def _plot_task(task: dict, top, bottom) -> None:
                      label=f"{r['loss']}: {_METRIC_NAMES.get(key, key)}")
             lows.append(min(c[key][len(c[key]) // 4:]))
         bottom.plot(c["epoch"], c["train_loss"], style, color=color, label=r["loss"])
+    for j, b in enumerate(task.get("baselines", [])):
+        for key, value in b["metrics"].items():
+            top.axhline(value, color="0.45", ls=(0, (1, 1 + 2 * j)), lw=1.2,
+                        label=f"{b['name']}: {_METRIC_NAMES.get(key, key)}")
+            lows.append(value)
     top.set_title(f"{task['task']}: {task['dataset']}")
     top.set_ylabel("held-out metric")
     top.set_ylim(max(0.0, min(lows) - 0.05), 1.0)

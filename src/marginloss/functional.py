@@ -32,22 +32,35 @@ loss                           ``target``                values
 ``multilabel_soft_margin_loss``  float, ``(N, C)``       0/1 multi-hot mask (soft labels allowed)
 ``multi_margin_loss``          integer, ``(N,)``         one class index in [0, C)
 ``multilabel_margin_loss``     integer, ``(N, C)``       class indices, padded with -1
+``hinge_embedding_loss``       float, broadcasts         {-1, +1}: similar / dissimilar pair
+``margin_ranking_loss``        float, inputs' rank       {-1, +1}: which input ranks higher
 =============================  ========================  =========================================
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
-from marginloss import _pipeline, losses
+from marginloss import _pipeline, losses, sparse
+from marginloss import linear as _linear
 from marginloss._reduction import Reduction
 from marginloss.backends import Backend
 
 __all__ = [
+    "cosine_embedding_loss",
+    "hinge_embedding_loss",
+    "linear_multi_margin_loss",
+    "linear_multilabel_margin_loss",
+    "linear_multilabel_soft_margin_loss",
+    "margin_ranking_loss",
     "multi_margin_loss",
     "multilabel_margin_loss",
     "multilabel_soft_margin_loss",
     "soft_margin_loss",
+    "triplet_margin_loss",
+    "triplet_margin_with_distance_loss",
 ]
 
 
@@ -126,6 +139,8 @@ def multilabel_soft_margin_loss(
     *,
     validate: bool = True,
     backend: Backend = "auto",
+    pos_weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     r"""Multi-label one-versus-all logistic loss on a 0/1 mask, averaged over classes.
 
@@ -140,6 +155,20 @@ def multilabel_soft_margin_loss(
     ``"sum"`` adds them. The weight does not renormalise: the divisor stays :math:`C`. Computed
     as :math:`\max(x, 0) + \log(1 + e^{-|x|}) - y x`, stable for any score.
 
+    Beyond torch (keyword-only): a positive-class weight :math:`p_c` (``pos_weight``, as in
+    :class:`torch.nn.BCEWithLogitsLoss`) and label smoothing :math:`\varepsilon`
+    (``label_smoothing``: the mask becomes :math:`t = y (1 - \varepsilon) + \varepsilon/2`
+    first), fused into the same pass:
+
+    .. math::
+        \ell_n = \frac{1}{C} \sum_{c=1}^{C} w_c \Bigl[ -p_c\, t_{nc} \log \sigma(x_{nc})
+                 - (1 - t_{nc}) \log \sigma(-x_{nc}) \Bigr], \qquad
+        \frac{\partial \ell_n}{\partial x_{nc}} = \frac{w_c}{C}\bigl((1 - t_{nc})\,
+        \sigma(x_{nc}) - p_c\, t_{nc}\, \sigma(-x_{nc})\bigr),
+
+    so with ``pos_weight`` the loss is ``BCEWithLogitsLoss(pos_weight=...)`` averaged over the
+    classes (then reduced over the samples).
+
     Label convention:
         ``target`` is a **0/1 multi-hot mask** with the input's shape (soft labels in [0, 1]
         are allowed), **not** a list of class indices padded with -1 (that is
@@ -150,7 +179,10 @@ def multilabel_soft_margin_loss(
 
     Args:
         input: Scores (logits), classes on the last dimension.
-        target: Multi-hot mask in [0, 1], the input's shape (or broadcastable to it).
+        target: Multi-hot mask in [0, 1], the input's shape (or broadcastable to it); or the
+            positives alone (:mod:`marginloss.sparse`): a ``torch.sparse_csr`` ``(N, C)``
+            tensor (values in (0, 1]), a list of N class-index tensors, or a ``(rows, cols)``
+            tuple.
         weight: Optional weight broadcastable to the input, usually per class ``(C,)``.
         size_average: Deprecated (see ``reduction``); overrides it when not None.
         reduce: Deprecated (see ``reduction``); overrides it when not None.
@@ -158,6 +190,12 @@ def multilabel_soft_margin_loss(
         validate: Check that ``target`` lies in [0, 1]. Keyword-only. Default: ``True``.
         backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"``. Keyword-only.
             Default: ``"auto"``.
+        pos_weight: Optional weight of each class's positive term, shape ``(C,)`` (e.g.
+            ``num_negatives / num_positives`` per class); used in float32 (float64 for a
+            float64 loss), never changes the result's dtype. With ``validate=True`` it must be
+            finite and >= 0 (``ValueError`` otherwise). Keyword-only. Default: None (all 1).
+        label_smoothing: :math:`\varepsilon` in [0, 1); 0.1 turns 0/1 targets into
+            0.05/0.95. Keyword-only. Default: 0.0.
 
     Shape:
         - input: :math:`(N, C)` or :math:`(C)`; more generally :math:`(*, C)`.
@@ -174,9 +212,18 @@ def multilabel_soft_margin_loss(
         >>> # (log(1 + e^-0.8) + log(1 + e^-1.5) + log(1 + e^-0.3)) / 3
         >>> round(multilabel_soft_margin_loss(x, y).item(), 4)
         0.3756
+        >>> # positives of class 1 weigh 3, targets smoothed to 0.05 / 0.95
+        >>> pw = torch.tensor([1.0, 3.0, 1.0])
+        >>> round(multilabel_soft_margin_loss(x, y, pos_weight=pw, label_smoothing=0.1).item(), 4)
+        0.4757
     """
+    if sparse.is_sparse_target(target):  # CSR, per-sample index lists, or (rows, cols)
+        return sparse.multilabel_soft_margin_loss(
+            input, target, weight, size_average, reduce, reduction, validate=validate,
+            backend=backend, pos_weight=pos_weight, label_smoothing=label_smoothing)
     return _pipeline.run(losses.multilabel_soft_margin_loss.SPEC, (input,), target, weight, (),
-                         size_average, reduce, reduction, validate, backend)
+                         size_average, reduce, reduction, validate, backend,
+                         (pos_weight, label_smoothing))
 
 
 def multi_margin_loss(
@@ -277,7 +324,10 @@ def multilabel_margin_loss(
 
     Args:
         input: Scores (logits), floating point.
-        target: Integer class indices in ``[0, C)``, padded with -1; the input's shape.
+        target: Integer class indices in ``[0, C)``, padded with -1; the input's shape (or
+            ``(N, W)``, W <= C: the padding columns may be left out); or the positives alone
+            (:mod:`marginloss.sparse`): a ``torch.sparse_csr`` ``(N, C)`` tensor (values 1), a
+            list of N class-index tensors, or a ``(rows, cols)`` tuple.
         size_average: Deprecated (see ``reduction``); overrides it when not None.
         reduce: Deprecated (see ``reduction``); overrides it when not None.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
@@ -302,5 +352,517 @@ def multilabel_margin_loss(
         >>> round(multilabel_margin_loss(x, y).item(), 4)
         0.85
     """
+    if sparse.is_sparse_target(target):  # CSR, per-sample index lists, or (rows, cols)
+        return sparse.multilabel_margin_loss(input, target, size_average, reduce, reduction,
+                                             validate=validate, backend=backend)
     return _pipeline.run(losses.multilabel_margin_loss.SPEC, (input,), target, None, (),
                          size_average, reduce, reduction, validate, backend)
+
+
+def hinge_embedding_loss(
+    input: Tensor,
+    target: Tensor,
+    margin: float = 1.0,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+    *,
+    validate: bool = True,
+    backend: Backend = "auto",
+) -> Tensor:
+    r"""Hinge loss on distances of pairs labelled similar (+1) or dissimilar (-1), elementwise.
+
+    The input is a **distance** (e.g. ``torch.pairwise_distance(a, b)``, not a similarity): for
+    each element, with label :math:`y` and margin :math:`\mu`,
+
+    .. math::
+        \ell = \begin{cases} x & y = 1 \\ \max(0, \mu - x) & y = -1 \end{cases}, \qquad
+        \frac{\partial \ell}{\partial x} = \begin{cases} 1 & y = 1 \\
+        -[\mu - x \ge 0] & y = -1 \end{cases},
+
+    and the output is :math:`\ell` (``reduction="none"``), its mean over all elements or its
+    sum. A similar pair's loss is its distance, unclamped (negative for a negative input, as in
+    torch). At :math:`x = \mu` the gradient is -1 for a dissimilar pair (torch's convention).
+    Loss and gradient come from one fused pass (native C on CPU, Triton on CUDA).
+
+    Label convention:
+        ``target`` holds **-1 or +1** per element. torch silently adds *both* terms,
+        :math:`[\mu - x]_+ + x`, for any other label (0, 2, 0.5, ``False``): {0, 1} labels are
+        the classic mistake. Here they raise :class:`marginloss.LabelError`; convert with
+        :func:`marginloss.labels.to_pm1`. With ``validate=False`` every label counts exactly as
+        torch counts it.
+
+    Args:
+        input: Distances, any shape, floating point.
+        target: Labels in {-1, +1}; broadcasts with the input (both ways, as in torch).
+        margin: :math:`\mu`, the distance beyond which a dissimilar pair costs nothing (any
+            float, as torch). Default: 1.
+        size_average: Deprecated (see ``reduction``); overrides it when not None.
+        reduce: Deprecated (see ``reduction``); overrides it when not None.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        validate: Check that ``target`` holds only ±1. Keyword-only. Default: ``True``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"``. Keyword-only.
+            Default: ``"auto"``.
+
+    Shape:
+        - input: :math:`(*)`, any number of dimensions.
+        - target: :math:`(*)`, broadcastable with the input.
+        - output: scalar; the broadcast shape if ``reduction="none"``.
+
+    Returns:
+        The loss in ``input``'s dtype (float16/bfloat16 are computed in float32). An empty input
+        gives ``nan`` for ``"mean"`` and 0 for ``"sum"``.
+
+    Examples:
+        >>> d = torch.tensor([0.25, 2.0, 0.5], requires_grad=True)
+        >>> y = torch.tensor([1.0, -1.0, -1.0])
+        >>> # (0.25 + max(0, 1 - 2) + max(0, 1 - 0.5)) / 3 = 0.75 / 3
+        >>> hinge_embedding_loss(d, y)
+        tensor(0.2500, grad_fn=<...>)
+        >>> hinge_embedding_loss(d, y).backward()
+        >>> d.grad
+        tensor([ 0.3333,  0.0000, -0.3333])
+    """
+    return _pipeline.run(losses.hinge_embedding_loss.SPEC, (input,), target, None, (margin,),
+                         size_average, reduce, reduction, validate, backend)
+
+
+def margin_ranking_loss(
+    input1: Tensor,
+    input2: Tensor,
+    target: Tensor,
+    margin: float = 0,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+    *,
+    validate: bool = True,
+    backend: Backend = "auto",
+) -> Tensor:
+    r"""Pairwise ranking hinge: which of two scores should be higher, elementwise.
+
+    For scores :math:`x_1, x_2`, preference :math:`y` (+1: :math:`x_1` should be higher, -1:
+    :math:`x_2`) and margin :math:`\mu`,
+
+    .. math::
+        \ell = \max\bigl(0,\; -y\,(x_1 - x_2) + \mu\bigr), \qquad
+        \frac{\partial \ell}{\partial x_1} = -y\,[\ell \text{ active}], \qquad
+        \frac{\partial \ell}{\partial x_2} = y\,[\ell \text{ active}],
+
+    active meaning :math:`-y (x_1 - x_2) + \mu \ge 0` (torch's convention at the kink). The
+    output is :math:`\ell` (``reduction="none"``), its mean over all elements or its sum. The
+    loss and both gradients come from one fused pass (native C on CPU, Triton on CUDA).
+
+    Label convention:
+        ``target`` holds **-1 or +1** per pair. torch takes any number silently (``y = 0``
+        gives :math:`[\mu]_+` whatever the scores, so {0, 1} labels train half the pairs on
+        nothing); here other labels raise :class:`marginloss.LabelError`; convert {0, 1} with
+        :func:`marginloss.labels.to_pm1`. With ``validate=False`` any label is used as torch
+        uses it. The target is a constant: one that requires grad is refused (torch would
+        differentiate with respect to it).
+
+    Args:
+        input1: Scores of the first items, floating point.
+        input2: Scores of the second items, as many dimensions as ``input1``.
+        target: Preferences in {-1, +1}, as many dimensions as the inputs.
+        margin: :math:`\mu`. Default: 0.
+        size_average: Deprecated (see ``reduction``); overrides it when not None.
+        reduce: Deprecated (see ``reduction``); overrides it when not None.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        validate: Check that ``target`` holds only ±1. Keyword-only. Default: ``True``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"``. Keyword-only.
+            Default: ``"auto"``.
+
+    Shape:
+        - input1, input2, target: the same number of dimensions, broadcastable together
+          (typically :math:`(N)`, or 0-d).
+        - output: scalar; the broadcast shape if ``reduction="none"``.
+
+    Returns:
+        The loss in the promoted dtype of the inputs and target (float16/bfloat16 are computed
+        in float32). An empty input gives ``nan`` for ``"mean"`` and 0 for ``"sum"``.
+
+    Examples:
+        >>> a = torch.tensor([2.0, 0.5, 1.0], requires_grad=True)
+        >>> b = torch.tensor([1.0, 1.0, 1.0], requires_grad=True)
+        >>> y = torch.tensor([1.0, 1.0, -1.0])
+        >>> # (max(0, -(2 - 1) + 0.5) + max(0, -(0.5 - 1) + 0.5) + max(0, (1 - 1) + 0.5)) / 3
+        >>> margin_ranking_loss(a, b, y, margin=0.5)
+        tensor(0.5000, grad_fn=<...>)
+    """
+    return _pipeline.run(losses.margin_ranking_loss.SPEC, (input1, input2), target, None,
+                         (margin,), size_average, reduce, reduction, validate, backend)
+
+
+# ----------------------------------------------------------------------------------------------
+# fused linear heads: the loss of input @ linear_weight.T + linear_bias, without the logits
+# (torch.nn.functional.linear_cross_entropy's conventions; the method in marginloss.linear)
+
+
+def linear_multilabel_soft_margin_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    *,
+    linear_bias: Tensor | None = None,
+    weight: Tensor | None = None,
+    pos_weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    validate: bool = True,
+    backend: Backend = "auto",
+) -> Tensor:
+    r""":func:`multilabel_soft_margin_loss` of ``input @ linear_weight.T + linear_bias``,
+    computed in chunks of classes without ever holding the ``(N, C)`` logits or their gradient.
+
+    With logits :math:`x = h W^\top + b`,
+
+    .. math::
+        L = \operatorname{reduce}_n \frac{1}{C} \sum_{c=1}^{C} w_c \bigl(
+            \operatorname{softplus}(x_{nc}) - y_{nc} x_{nc} \bigr), \qquad
+        \frac{\partial L}{\partial x_{nc}} = \frac{w_c}{C} \bigl(\sigma(x_{nc}) - y_{nc}\bigr)
+        \cdot s,
+
+    (:math:`s = 1/N` for ``"mean"``), and the gradients of ``input``, ``linear_weight`` and
+    ``linear_bias`` are :math:`D W`, :math:`D^\top h` and :math:`\mathbf{1}^\top D` for
+    :math:`D = \partial L / \partial x`, accumulated chunk by chunk (see
+    :mod:`marginloss.linear`). The result equals the unfused
+    ``multilabel_soft_margin_loss(F.linear(input, linear_weight, linear_bias), target, weight)``
+    within the dtype's rounding, for every ``chunk_size``.
+
+    Args:
+        input: Features, :math:`(N, H)` or :math:`(H)`.
+        linear_weight: The linear layer's weight, :math:`(C, H)` (as ``nn.Linear.weight``).
+        target: 0/1 multi-hot mask :math:`(N, C)` (soft labels in [0, 1] allowed).
+        linear_bias: Optional :math:`(C)` bias. Keyword-only, as every argument after ``target``.
+        weight: Optional per-class weight :math:`(C)` (or :math:`(N, C)`).
+        pos_weight: Not supported yet (raises NotImplementedError).
+        label_smoothing: Only 0.0 is supported yet (else NotImplementedError).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        chunk_size: Classes per chunk; None picks about :math:`2^{22} / N` on the CPU (at
+            least 128), :math:`2^{25} / N` on a GPU.
+        validate: Check that ``target`` lies in [0, 1]. Default: ``True``.
+        backend: The backend of the per-chunk loss pass (``"auto"``, ``"torch"``,
+            ``"triton"``, ``"native"``).
+
+    Returns:
+        The loss: scalar, or :math:`(N)` for ``"none"`` (0-d for a 1-D input).
+
+    Examples:
+        >>> h = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> W = torch.tensor([[0.8, 0.0], [-1.5, 0.0], [0.0, 0.15]])
+        >>> y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+        >>> fused = linear_multilabel_soft_margin_loss(h, W, y, chunk_size=2)
+        >>> round(fused.item(), 4) == round(multilabel_soft_margin_loss(h @ W.T, y).item(), 4)
+        True
+    """
+    if pos_weight is not None or label_smoothing != 0.0:
+        raise NotImplementedError(
+            "linear_multilabel_soft_margin_loss: `pos_weight` and `label_smoothing` are not "
+            "supported yet (multilabel_soft_margin_loss's kernels do not take them); pass "
+            "pos_weight=None and label_smoothing=0.0.")
+    return _linear.run("multilabel_soft_margin_loss", input, linear_weight, target,
+                       linear_bias=linear_bias, weight=weight, options=(), reduction=reduction,
+                       chunk_size=chunk_size, validate=validate, backend=backend)
+
+
+def linear_multi_margin_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    *,
+    linear_bias: Tensor | None = None,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    validate: bool = True,
+    backend: Backend = "auto",
+) -> Tensor:
+    r""":func:`multi_margin_loss` of ``input @ linear_weight.T + linear_bias``, computed in
+    chunks of classes without ever holding the ``(N, C)`` logits or their gradient.
+
+    With logits :math:`x = h W^\top + b` and the target's score :math:`x_y = h \cdot W_y + b_y`
+    (gathered once per sample, before the chunks),
+
+    .. math::
+        \ell_n = \frac{w_y}{C} \sum_{j \ne y} \max(0, \text{margin} - x_y + x_j)^p ,
+
+    reduced over the samples. Every chunk's hinge terms are independent once :math:`x_y` is
+    known; the target column's gradient :math:`-\sum_{j \ne y} \partial \ell /
+    \partial x_j` is summed over the chunks and applied through :math:`W_y` (see
+    :mod:`marginloss.linear`).
+
+    Args:
+        input: Features, :math:`(N, H)` or :math:`(H)`.
+        linear_weight: The linear layer's weight, :math:`(C, H)`.
+        target: Class indices :math:`(N)` (or :math:`()`), in ``[0, C)``.
+        linear_bias: Optional :math:`(C)` bias. Keyword-only, as every argument after ``target``.
+        p: 1 or 2. Default: 1.
+        margin: Default: 1.0.
+        weight: Optional per-class weight :math:`(C)` (the target class's, after the power).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        chunk_size: Classes per chunk; None picks about :math:`2^{22} / N` on the CPU (at
+            least 128), :math:`2^{25} / N` on a GPU.
+        validate: Check that every index lies in ``[0, C)``. Default: ``True``.
+        backend: The backend of the per-chunk loss pass.
+
+    Examples:
+        >>> h = torch.tensor([[1.0, 2.0]])
+        >>> W = torch.tensor([[0.1, 0.0], [0.2, 0.0], [0.0, 0.2], [0.0, 0.4]])
+        >>> fused = linear_multi_margin_loss(h, W, torch.tensor([3]), chunk_size=3)
+        >>> round(fused.item(), 4)  # the multi_margin_loss example: logits [0.1, 0.2, 0.4, 0.8]
+        0.325
+    """
+    return _linear.run("multi_margin_loss", input, linear_weight, target,
+                       linear_bias=linear_bias, weight=weight, options=(p, margin),
+                       reduction=reduction, chunk_size=chunk_size, validate=validate,
+                       backend=backend)
+
+
+def linear_multilabel_margin_loss(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    *,
+    linear_bias: Tensor | None = None,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    validate: bool = True,
+    backend: Backend = "auto",
+) -> Tensor:
+    r""":func:`multilabel_margin_loss` of ``input @ linear_weight.T + linear_bias``, computed in
+    chunks of classes without ever holding the ``(N, C)`` logits or their gradient.
+
+    With logits :math:`x = h W^\top + b` and the target scores :math:`S_j = h \cdot W_{t_j} +
+    b_{t_j}` (gathered once, :math:`K` per sample),
+
+    .. math::
+        \ell_n = \frac{1}{C} \sum_{t \in T_n} \sum_{k \notin T_n}
+                 \max\bigl(0,\; 1 - (S_t - x_{n,k})\bigr),
+
+    reduced over the samples. Each chunk adds its non-targets' terms against all the targets
+    (the counts :math:`c_k`) and each target's share :math:`d_j` of its gradient, summed over
+    the chunks (see :mod:`marginloss.linear`).
+
+    Args:
+        input: Features, :math:`(N, H)` or :math:`(H)`.
+        linear_weight: The linear layer's weight, :math:`(C, H)`.
+        target: Class indices padded with -1: :math:`(N, C)` as torch's, or any narrower
+            :math:`(N, K)` (the same lists with less padding: on CUDA the head reads no value
+            on the host, so :math:`K` columns are what it gathers; pass the lists trimmed to
+            the longest).
+        linear_bias: Optional :math:`(C)` bias. Keyword-only, as every argument after ``target``.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        chunk_size: Classes per chunk; None picks about :math:`2^{22} / N` on the CPU (at
+            least 128), :math:`2^{25} / N` on a GPU.
+        validate: Check every entry lies in ``[-1, C)`` and that ``target`` is not a 0/1 mask.
+        backend: The backend of the per-chunk loss pass.
+
+    Examples:
+        >>> h = torch.tensor([[1.0, 2.0]])
+        >>> W = torch.tensor([[0.1, 0.0], [0.2, 0.0], [0.0, 0.2], [0.0, 0.4]])
+        >>> fused = linear_multilabel_margin_loss(h, W, torch.tensor([[3, 0, -1]]), chunk_size=2)
+        >>> round(fused.item(), 4)  # the multilabel_margin_loss example
+        0.85
+    """
+    return _linear.run("multilabel_margin_loss", input, linear_weight, target,
+                       linear_bias=linear_bias, weight=None, options=(), reduction=reduction,
+                       chunk_size=chunk_size, validate=validate, backend=backend)
+
+
+def triplet_margin_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    margin: float = 1.0,
+    p: float = 2,
+    eps: float = 1e-6,
+    swap: bool = False,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+    *,
+    validate: bool = True,
+    backend: Backend = "auto",
+) -> Tensor:
+    r"""Triplet loss: each anchor should be nearer its positive than its negative by ``margin``.
+
+    For triplet :math:`n` (anchor :math:`a`, positive :math:`p`, negative :math:`q`), with
+    torch's pairwise distance :math:`d(u, v) = \lVert u - v + \epsilon \rVert_p` over the last
+    dimension (``eps`` added to the difference, with its sign),
+
+    .. math::
+        \ell_n = \max\bigl(0,\; \text{margin} + d(a, p) - d(a, q)\bigr),
+
+    and with ``swap=True`` :math:`d(a, q)` is replaced by :math:`\min(d(a, q), d(p, q))` (the
+    distance swap of Balntas et al.; a tie splits the gradient, as ``torch.minimum``). Then
+    ``"mean"`` averages over triplets and ``"sum"`` adds. The gradients with respect to all
+    three inputs come from the same fused pass (each row of each input is read once); the
+    hinge passes the gradient at 0, as torch's ``clamp_min``.
+
+    Computed without overflow: torch squares the differences, so float32/bfloat16 distances
+    become ``inf`` above about :math:`1.8 \cdot 10^{19}` (float16: 256) and tiny ones round to
+    0; here every distance is scaled by its largest component first.
+
+    Args:
+        anchor: Embeddings :math:`(N, D)` (or :math:`(D)`, or :math:`(*, D)`).
+        positive: Same rank as ``anchor``; broadcasts with it.
+        negative: Same rank as ``anchor``; broadcasts with it.
+        margin: Must be greater than 0 (as torch). Default: 1.0.
+        p: Degree of the norm, greater than 0 (``inf`` allowed). Default: 2.
+        eps: Added to each difference (finite; may be 0). Default: 1e-6.
+        swap: Use the distance swap. Default: False.
+        size_average: Deprecated (see ``reduction``); overrides it when not None.
+        reduce: Deprecated (see ``reduction``); overrides it when not None.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        validate: Unused (there are no labels to check). Keyword-only. Default: ``True``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"``. Keyword-only.
+            Default: ``"auto"``.
+
+    Shape:
+        - anchor, positive, negative: :math:`(N, D)` or :math:`(D)` (:math:`(*, D)` in
+          general), one rank, broadcastable together.
+        - output: scalar; :math:`(N)` (:math:`(*)`; 0-d for 1-D inputs) if ``reduction="none"``.
+
+    Returns:
+        The loss in the dtype torch promotes the inputs to (float16/bfloat16 are computed in
+        float32). An empty batch gives ``nan`` for ``"mean"`` and 0 for ``"sum"``.
+
+    Raises:
+        ValueError: ``margin <= 0`` (as torch), ``p <= 0``, or a non-finite ``eps``.
+        ShapeError: inputs of different ranks, or shapes that do not broadcast.
+
+    Examples:
+        >>> a = torch.tensor([[0.0, 0.0]])
+        >>> p = torch.tensor([[3.0, 4.0]])  # d(a, p) = 5
+        >>> n = torch.tensor([[0.0, 4.5]])  # d(a, n) = 4.5
+        >>> round(triplet_margin_loss(a, p, n, eps=0.0).item(), 4)  # 1 + 5 - 4.5
+        1.5
+    """
+    return _pipeline.run(losses.triplet_margin_loss.SPEC, (anchor, positive, negative), None,
+                         None, (margin, p, eps, swap), size_average, reduce, reduction,
+                         validate, backend)
+
+
+def triplet_margin_with_distance_loss(
+    anchor: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    *,
+    distance_function: Callable[[Tensor, Tensor], Tensor] | None = None,
+    margin: float = 1.0,
+    swap: bool = False,
+    reduction: Reduction = "mean",
+    validate: bool = True,
+    backend: Backend = "auto",
+) -> Tensor:
+    r"""Triplet loss with any distance: :math:`\max(0, \text{margin} + d(a, p) - d(a, q))`.
+
+    ``distance_function(x1, x2)`` returns the distances of paired rows (a non-negative tensor);
+    with ``swap=True``, :math:`d(a, q)` becomes :math:`\min(d(a, q), d(p, q))`. Then
+    ``"mean"`` averages and ``"sum"`` adds.
+
+    Torch's pairwise distance (``None``, the default; ``torch.pairwise_distance``; or a
+    ``torch.nn.PairwiseDistance(p, eps)`` module) runs as the fused
+    :func:`triplet_margin_loss` with that ``p`` and ``eps``: one pass for the loss and the
+    three gradients, overflow-free. Any other function is called as torch calls it, autograd
+    differentiates through it, and only the hinge and the reduction are computed here (in
+    torch ops; ``backend`` then does not apply).
+
+    Args:
+        anchor: Embeddings, :math:`(N, *)`.
+        positive: Same rank as ``anchor``.
+        negative: Same rank as ``anchor``.
+        distance_function: ``(x1, x2) -> distances``. Keyword-only. Default: None (Euclidean
+            pairwise distance).
+        margin: Must be greater than 0 (as torch). Keyword-only. Default: 1.0.
+        swap: Use the distance swap. Keyword-only. Default: False.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"`` (no legacy arguments, as torch).
+            Keyword-only. Default: ``"mean"``.
+        validate: Unused (there are no labels to check). Keyword-only. Default: ``True``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"``, for the fused
+            distance. Keyword-only. Default: ``"auto"``.
+
+    Returns:
+        The loss; with the default distance, exactly what :func:`triplet_margin_loss` gives.
+
+    Examples:
+        >>> a, p, n = torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 4.5]])
+        >>> l1 = lambda x, y: (x - y).abs().sum(-1)
+        >>> triplet_margin_with_distance_loss(a, p, n, distance_function=l1)  # 1 + 7 - 4.5
+        tensor(3.5000)
+    """
+    return losses.triplet_margin_loss.with_distance(
+        anchor, positive, negative, distance_function, margin, swap, reduction, validate,
+        backend)
+
+
+def cosine_embedding_loss(
+    input1: Tensor,
+    input2: Tensor,
+    target: Tensor,
+    margin: float = 0,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: Reduction = "mean",
+    *,
+    validate: bool = True,
+    backend: Backend = "auto",
+) -> Tensor:
+    r"""Cosine embedding loss: similar pairs (+1) should align, dissimilar pairs (-1) should not.
+
+    For pair :math:`n` with cosine :math:`c = x_1 \cdot x_2 / \sqrt{(\lVert x_1 \rVert^2 +
+    \epsilon)(\lVert x_2 \rVert^2 + \epsilon)}` (torch's :math:`\epsilon = 10^{-12}`),
+
+    .. math::
+        \ell_n = \begin{cases} 1 - c & y_n = 1 \\ \max(0,\; c - \text{margin}) & y_n = -1
+        \end{cases}
+
+    then ``"mean"`` averages over pairs and ``"sum"`` adds. Both inputs' gradients come from
+    the same fused pass (each row read once); the hinge passes the gradient at 0, as torch's
+    ``clamp_min``. Stable where torch is not: the norms are scaled first, so vectors with
+    entries beyond about :math:`10^{19}` (256 in float16) give the right cosine instead of NaN,
+    and zero vectors keep torch's value (:math:`c = 0`) and finite gradient.
+
+    Label convention:
+        ``target`` holds **+1 (similar) or -1 (dissimilar)** per pair. Torch silently gives 0
+        for any other label, so {0, 1} labels never push a "0" pair apart; here they raise
+        :class:`marginloss.LabelError`: convert with :func:`marginloss.labels.to_pm1`.
+
+    The margin is a cosine, so it belongs in [-1, 1] (0 to 0.5 is usual). Any float is
+    accepted, as in torch: ``margin >= 1`` makes every dissimilar pair's loss 0.
+
+    Args:
+        input1: Embeddings :math:`(N, D)` or :math:`(D)`.
+        input2: Embeddings, broadcastable with ``input1``.
+        target: Labels in {-1, +1}: :math:`(N)` for 2-D inputs, 0-d for 1-D inputs.
+        margin: Cosine above which a dissimilar pair is penalised. Default: 0.
+        size_average: Deprecated (see ``reduction``); overrides it when not None.
+        reduce: Deprecated (see ``reduction``); overrides it when not None.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        validate: Check that ``target`` holds only ±1. Keyword-only. Default: ``True``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"``. Keyword-only.
+            Default: ``"auto"``.
+
+    Shape:
+        - input1, input2: :math:`(N, D)` or :math:`(D)`.
+        - target: :math:`(N)` or :math:`()`.
+        - output: scalar; :math:`(N)` (0-d for 1-D inputs) if ``reduction="none"``.
+
+    Returns:
+        The loss in the dtype torch promotes the inputs to (float16/bfloat16 are computed in
+        float32). An empty batch gives ``nan`` for ``"mean"`` and 0 for ``"sum"``.
+
+    Examples:
+        >>> x1 = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+        >>> x2 = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+        >>> y = torch.tensor([1.0, -1.0])
+        >>> # pair 0: cos 0, loss 1; pair 1: cos 1, loss max(0, 1 - 0.5) = 0.5
+        >>> cosine_embedding_loss(x1, x2, y, margin=0.5, reduction="none")
+        tensor([1.0000, 0.5000])
+    """
+    return _pipeline.run(losses.cosine_embedding_loss.SPEC, (input1, input2), target, None,
+                         (margin,), size_average, reduce, reduction, validate, backend)

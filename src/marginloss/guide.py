@@ -4,7 +4,8 @@ The margin-family losses differ mostly in the *label convention* they take, and 
 the wrong one without an error. The guide answers in two steps:
 
 1. :func:`describe` names the convention a target is in, from its dtype, shape and set of
-   values, with the evidence and the other conventions the same values could be in
+   values (and, for losses that compare several inputs, the inputs' number and shapes), with
+   the evidence and the other conventions the same values could be in
    (a :class:`LabelDescription`; :data:`CONVENTIONS` lists them all);
 2. :func:`recommend` names the loss that fits that convention, the one line of code that
    converts the target for it, why, and an alternative (a :class:`Recommendation`).
@@ -21,14 +22,19 @@ In short:
   (probabilistic alternative: ``CrossEntropyLoss``);
 * multi-label, -1-padded index lists -> ``MultiLabelMarginLoss``
   (alternative: ``MultiLabelSoftMarginLoss`` after ``labels.padded_to_multi_hot``);
-* one-hot rows, label sets and sparse CSR rows are converted to the nearest of these.
+* one-hot rows, label sets and sparse CSR rows are converted to the nearest of these;
+* with two inputs (``inputs=(input1, input2)``): pair labels, ±1 similar/dissimilar for two
+  embeddings (N, D) -> ``CosineEmbeddingLoss`` (alternative: ``HingeEmbeddingLoss`` on their
+  distance); ranking preferences, ±1 for which of two scores should be higher ->
+  ``MarginRankingLoss`` (ties and soft preferences: ``BCEWithLogitsLoss`` on the difference);
+* with three inputs (anchor, positive, negative) and no target: ``TripletMarginLoss``.
 
 :func:`recommend` is a walk down two ordered tables. The *conflicts* come first: a target in no
 convention, or a hint (``multi_label``, ``num_classes``) that the values contradict, raises a
 :class:`~marginloss.errors.LabelError`. Then the *rules*: each names the conventions it applies
-to, a condition on the hints, the loss, the conversion, the explanation and the alternative;
-the first rule that matches is the recommendation, so a specific rule (a hint, a preference)
-sits above the general rule for its convention.
+to, a condition on the hints, the loss, the conversion, the call, the explanation and the
+alternative; the first rule that matches is the recommendation, so a specific rule (a hint, a
+preference) sits above the general rule for its convention.
 
 Examples:
     >>> describe(torch.tensor([3, 0, 2])).convention
@@ -40,6 +46,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +56,7 @@ import torch
 from torch import Tensor
 
 from marginloss import labels
-from marginloss.errors import DtypeError, LabelError
+from marginloss.errors import DtypeError, LabelError, ShapeError
 from marginloss.labels import _as_sets, _value_set, _values_preview
 
 __all__ = ["CONVENTIONS", "LabelDescription", "Recommendation", "describe", "recommend"]
@@ -67,6 +74,10 @@ CONVENTIONS: dict[str, str] = {
     "padded_indices": "class-index lists padded with -1 (N, C), MultiLabelMarginLoss's format",
     "sparse_csr": "sparse CSR rows (N, C): the stored columns of row i are sample i's labels",
     "label_sets": "a list of label sets, one collection of class indices per sample",
+    "pair_labels": "pair labels, one per pair of embeddings (N, D): +1 similar, -1 dissimilar",
+    "ranking_preferences": "ranking preferences, one per pair of scores: +1 when the first "
+                           "should rank higher, -1 when the second should",
+    "triplets": "triplets of embeddings (anchor, positive, negative): the order is the label",
     "empty": "an empty target (no labels to inspect)",
     "unknown": "no label convention (values look like scores or regression targets)",
 }
@@ -91,6 +102,11 @@ class LabelDescription:
             bound: classes absent from the data cannot be seen).
         alternatives: Other conventions the same values could be in (empty when unambiguous).
         evidence: Why this convention, in one or two sentences.
+        inputs: The shapes of the inputs passed to :func:`describe` (empty when none were).
+        encoding: How the values encode pair labels or ranking preferences: ``"pm1"`` (±1),
+            ``"01"`` (1 and 0 for +1 and -1), ``"ties"`` (ranking: -1, 0, +1 with 0 a tie) or
+            ``"soft"`` (ranking: the probability that the first input should rank higher);
+            None for the other conventions.
     """
 
     convention: str
@@ -101,6 +117,17 @@ class LabelDescription:
     num_classes: int | None = None
     alternatives: tuple[str, ...] = field(default_factory=tuple)
     evidence: str = ""
+    inputs: tuple[tuple[int, ...], ...] = ()
+    encoding: str | None = None
+
+    @property
+    def facts(self) -> str:
+        """The target's dtype, shape and values (and the inputs' shapes), in words."""
+        target = f"dtype {self.dtype}, shape {self.shape}, values {self.values}"
+        if not self.inputs:
+            return target
+        return (f"inputs {_shapes_text(self.inputs)}; "
+                + ("no target" if self.dtype == "none" else f"target {target}"))
 
     @property
     def ambiguous(self) -> bool:
@@ -108,14 +135,13 @@ class LabelDescription:
         return bool(self.alternatives)
 
     def __str__(self) -> str:
-        text = (f"{self.summary} [{self.convention}]: dtype {self.dtype}, shape "
-                f"{self.shape}, values {self.values}. {self.evidence}")
+        text = f"{self.summary} [{self.convention}]: {self.facts}. {self.evidence}"
         if self.alternatives:
             text += " Could also be: " + "; ".join(CONVENTIONS[a] for a in self.alternatives) + "."
         return text
 
 
-def describe(target: object) -> LabelDescription:
+def describe(target: object, *, inputs: Sequence[object] | None = None) -> LabelDescription:
     """Name the label convention ``target`` is in, with the evidence (dtype, shape, values).
 
     The rules read the dtype, the shape and the set of values: {0, 1} with one label per
@@ -126,17 +152,37 @@ def describe(target: object) -> LabelDescription:
     be two-class indices), the most common reading is chosen and the others are listed in
     ``alternatives``; :func:`recommend` takes hints that settle them.
 
+    With ``inputs``, the tensors the loss would compare, their number and shapes (metadata
+    only) say what the labels are about:
+
+    * three inputs of one rank, ``(N, D)`` each: **triplets** (anchor, positive, negative); the
+      order of the inputs is the label, and no target is needed (pass ``target=None``);
+    * two inputs ``(N, D)`` beside a target ``(N,)`` (or ``(D,)`` beside a 0-d target): **pair
+      labels**, +1 (or 1) for a similar pair and -1 (or 0) for a dissimilar one;
+    * two inputs of the target's rank (one score per item, broadcasting as torch does):
+      **ranking preferences**, +1 (or 1) when the first input should score higher and -1 (or
+      0) when the second should; -1/0/+1 with 0 a tie, and probabilities in [0, 1] (that the
+      first should score higher), are recognised too (``encoding`` says which).
+
     Args:
         target: A tensor (dense or ``torch.sparse_csr``), a NumPy array, or a list of label
-            collections (e.g. ``[{0, 3}, {1}]``).
+            collections (e.g. ``[{0, 3}, {1}]``); None for triplets.
+        inputs: None (default: the target alone decides), or the two inputs of a pair or
+            ranking loss, or the three of a triplet loss: tensors (or anything with a
+            ``.shape``); only their shapes are read.
 
     Returns:
-        A :class:`LabelDescription`. Values in no convention (scores, NaN, negative numbers)
-        give the convention ``"unknown"``, a target without elements ``"empty"``.
+        A :class:`LabelDescription`. Values in no convention (scores, NaN, negative numbers;
+        with two inputs, values that are neither pair labels nor preferences) give the
+        convention ``"unknown"``, a target without elements ``"empty"``.
 
     Raises:
         DtypeError: ``target`` cannot be read as numbers (strings, arbitrary objects), or is
             complex.
+        ShapeError: the inputs' shapes fit no loss that compares them (ranks that differ,
+            sizes that do not broadcast, a target shaped for neither pairs nor scores).
+        ValueError: ``inputs`` is not a sequence of two or three shaped objects, or two
+            inputs come without a target.
 
     Examples:
         >>> d = describe(torch.tensor([0, 1, 1, 0]))
@@ -150,7 +196,29 @@ def describe(target: object) -> LabelDescription:
         4
         >>> print(describe(torch.tensor([[2, 0, -1], [1, -1, -1]])))
         class-index lists padded with -1 ... [padded_indices]: dtype torch.int64, shape (2, 3), ...
+        >>> x1, x2 = torch.randn(4, 16), torch.randn(4, 16)
+        >>> describe(torch.tensor([1, 0, 0, 1]), inputs=(x1, x2)).convention
+        'pair_labels'
+        >>> d = describe(torch.tensor([1.0, -1.0, 1.0, 1.0]), inputs=(x1[:, 0], x2[:, 0]))
+        >>> d.convention, d.encoding
+        ('ranking_preferences', 'pm1')
+        >>> describe(None, inputs=(x1, x2, x1)).convention
+        'triplets'
     """
+    if inputs is None:
+        return _describe_labels(target)
+    shapes = _input_shapes(inputs)
+    if len(shapes) == 3:
+        return _describe_triplets(None if target is None else _describe_labels(target), shapes)
+    if target is None:
+        raise ValueError("describe: two inputs need a target, one label per pair: +1/-1 "
+                         "(similar/dissimilar pairs, or which input should rank higher). Only "
+                         "triplets (three inputs) take no target.")
+    return _describe_pairs(target, _describe_labels(target), shapes)
+
+
+def _describe_labels(target: object) -> LabelDescription:
+    """:func:`describe` of the target alone (no inputs)."""
     if isinstance(target, list | tuple) and _holds_label_sets(target):
         return _describe_sets(_as_sets("describe", target))
     if not isinstance(target, Tensor):
@@ -286,6 +354,142 @@ def _describe_sets(rows: list[list[int]]) -> LabelDescription:
                             values, c, (), ev)
 
 
+# ---- several inputs: triplets, pairs, ranking preferences ---------------------------------------
+
+
+def _input_shapes(inputs: object) -> tuple[tuple[int, ...], ...]:
+    """The shapes of ``describe``'s ``inputs``: two or three objects with a ``.shape``."""
+    if isinstance(inputs, Tensor | str) or not isinstance(inputs, Sequence):
+        raise ValueError(f"describe: `inputs` must be a tuple of the two inputs of a pair or "
+                         f"ranking loss, or of the three of a triplet loss (anchor, positive, "
+                         f"negative), got {type(inputs).__name__}.")
+    shapes = []
+    for k, x in enumerate(inputs):
+        shape = getattr(x, "shape", None)
+        if shape is None:
+            raise ValueError(f"describe: `inputs[{k}]` must be a tensor (or have a .shape), got "
+                             f"{type(x).__name__}.")
+        shapes.append(tuple(int(d) for d in shape))
+    if len(shapes) not in (2, 3):
+        raise ValueError(f"describe: `inputs` must hold two inputs (a pair or ranking loss) or "
+                         f"three (a triplet loss), got {len(shapes)}.")
+    return tuple(shapes)
+
+
+def _shapes_text(shapes: Sequence[tuple[int, ...]]) -> str:
+    """``(4, 16), (4, 16) and (4, 16)``."""
+    return ", ".join(str(s) for s in shapes[:-1]) + f" and {shapes[-1]}"
+
+
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast shape, or None when the shapes do not broadcast."""
+    try:
+        return tuple(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        return None
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _describe_triplets(base: LabelDescription | None,
+                       shapes: tuple[tuple[int, ...], ...]) -> LabelDescription:
+    """Three inputs: anchor, positive, negative (one rank, broadcasting as torch's triplet
+    losses do)."""
+    full = _broadcast(*shapes)
+    if len({len(s) for s in shapes}) != 1 or full is None:
+        raise ShapeError(f"describe: the three inputs (anchor, positive, negative) have shapes "
+                         f"{_shapes_text(shapes)}; the triplet losses need one rank for all "
+                         f"three and sizes that broadcast, such as (N, D) each.")
+    dim = full[-1] if full else 1
+    evidence = (f"Three inputs of one rank: an anchor, a positive (like the anchor) and a "
+                f"negative (unlike it), {_count(full[:-1])} triplets of {dim}-dimensional "
+                f"embeddings; the order of the inputs is the label.")
+    if base is None:
+        return LabelDescription("triplets", CONVENTIONS["triplets"], "none", (), "none", None,
+                                (), evidence, shapes)
+    evidence += " The target is not used: the triplet losses take none."
+    return LabelDescription("triplets", CONVENTIONS["triplets"], base.dtype, base.shape,
+                            base.values, None, (), evidence, shapes)
+
+
+def _describe_pairs(target: object, base: LabelDescription,
+                    shapes: tuple[tuple[int, ...], ...]) -> LabelDescription:
+    """Two inputs and a target: pair labels (inputs with a feature dimension more than the
+    target) or ranking preferences (inputs of the target's rank: one score per item)."""
+    (a, b), s = shapes, base.shape
+    both = _broadcast(a, b) if len(a) == len(b) else None
+    if both is None:
+        raise ShapeError(f"describe: the two inputs have shapes {_shapes_text(shapes)}; the "
+                         f"pair and ranking losses need one rank for both and sizes that "
+                         f"broadcast.")
+    if len(both) == len(s) and _broadcast(both, s) is not None:
+        kind, n, dim = "ranking_preferences", _count(_broadcast(both, s) or ()), None
+    elif len(both) == len(s) + 1 and len(s) <= 1 and _broadcast(both[:-1], s) is not None:
+        kind, n, dim = "pair_labels", _count(_broadcast(both[:-1], s) or ()), both[-1]
+    else:
+        raise ShapeError(
+            f"describe: inputs of shapes {_shapes_text(shapes)} with a target of shape {s} fit "
+            f"no loss that compares two inputs: a ranking loss takes two scores per target "
+            f"entry (inputs of the target's shape, e.g. (N,) each with a target (N,)), a pair "
+            f"loss two embeddings per target entry (inputs (N, D) with a target (N,)).")
+    if base.convention == "empty":
+        return dataclasses.replace(base, inputs=shapes)
+    encoding = _pair_encoding(target, base, ranking=kind == "ranking_preferences")
+    if kind == "pair_labels":
+        what = f"Two inputs of {dim}-dimensional embeddings ({n} pairs), one label per pair"
+        evidence = {
+            "pm1": f"{what}: +1 for a similar pair, -1 for a dissimilar one.",
+            "01": f"{what}, 1 and 0: read as 1 = similar, 0 = dissimilar (the pair losses "
+                  f"take ±1).",
+            None: f"{what}, but the values are not pair labels (+1 or 1 for a similar pair, "
+                  f"-1 or 0 for a dissimilar one). From a class label per sample, the pair "
+                  f"label is marginloss.labels.to_pm1(c1 == c2).",
+        }[encoding]
+    else:
+        what = f"Two inputs of scores shaped like the target ({n} pairs of items)"
+        evidence = {
+            "pm1": f"{what}, one label per pair: +1 when input1 should score higher, -1 when "
+                   f"input2 should.",
+            "01": f"{what}, 1 and 0: read as 1 = input1 should score higher, 0 = input2 "
+                  f"should (MarginRankingLoss takes ±1).",
+            "ties": f"{what}, -1, 0 and +1: 0 is a tie (MarginRankingLoss defines only ±1).",
+            "soft": f"{what}, fractions in [0, 1]: the probability that input1 should score "
+                    f"higher (soft preferences).",
+            None: f"{what}, but the values are not preferences (±1 or 1/0 for which input "
+                  f"should score higher, -1/0/+1 with ties, or probabilities). From a "
+                  f"relevance grade or regression target per item, the preference of a pair "
+                  f"is torch.sign(t1 - t2) (0 for a tie).",
+        }[encoding]
+    return dataclasses.replace(base, convention=kind if encoding else "unknown",
+                               summary=CONVENTIONS[kind if encoding else "unknown"],
+                               num_classes=None, alternatives=(), evidence=evidence,
+                               inputs=shapes, encoding=encoding)
+
+
+def _pair_encoding(target: object, base: LabelDescription, *, ranking: bool) -> str | None:
+    """How a pair or ranking target encodes its labels (see LabelDescription.encoding)."""
+    if base.convention in ("sparse_csr", "label_sets"):
+        return None
+    t = target if isinstance(target, Tensor) else torch.as_tensor(target)
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        return None
+    values = _value_set(t)
+    if values <= {-1, 1} and -1 in values:
+        return "pm1"
+    if values <= {0, 1}:
+        return "01"
+    if ranking and values <= {-1, 0, 1}:
+        return "ties"
+    if ranking and t.is_floating_point() and min(values) >= 0 and max(values) <= 1:
+        return "soft"
+    return None
+
+
 def _is_integral(t: Tensor) -> bool:
     """True for integer/bool dtypes, or a float tensor holding only whole numbers (no NaN)."""
     if not t.is_floating_point():
@@ -321,6 +525,9 @@ class Recommendation:
         convert: A callable that brings the target into ``loss``'s convention, or None when the
             target is already in it.
         code: The line of code that converts the target (a comment when none is needed).
+        call: The line that computes the loss with ``loss_fn`` (:attr:`loss_code`), naming the
+            inputs: ``loss = loss_fn(input, target)``, or e.g. ``loss = loss_fn(input1, input2,
+            target)`` for a pair or ranking loss.
         reason: Why, in sentences, ambiguities included.
         alternative: Another loss that fits, with what it needs, or None.
         description: The :class:`LabelDescription` behind the choice (the convention, the
@@ -331,6 +538,7 @@ class Recommendation:
     module: str
     convert: Callable[[Any], Tensor] | None
     code: str
+    call: str
     reason: str
     alternative: str | None
     description: LabelDescription
@@ -348,14 +556,15 @@ class Recommendation:
     def __str__(self) -> str:
         d = self.description
         lines = [f"convention:  {d.summary} [{d.convention}]",
-                 f"evidence:    dtype {d.dtype}, shape {d.shape}, values {d.values}. "
-                 f"{d.evidence}"]
+                 f"evidence:    {d.facts}. {d.evidence}"]
         if d.alternatives:
             lines.append("could be:    " + "; ".join(CONVENTIONS[a] for a in d.alternatives))
         lines += [f"loss:        {self.module}.{self.loss}",
                   f"why:         {self.reason}",
                   f"convert:     {self.code}",
                   f"then:        {self.loss_code}"]
+        if self.call != _CALL:
+            lines.append(f"call:        {self.call}")
         if self.alternative:
             lines.append(f"alternative: {self.alternative}")
         return "\n".join(lines)
@@ -390,6 +599,22 @@ class _Case:
     @property
     def is_1d(self) -> bool:
         return len(self.desc.shape) == 1
+
+    @property
+    def encoding(self) -> str | None:
+        """How pair labels or ranking preferences are encoded (``"pm1"``, ``"01"``, ...)."""
+        return self.desc.encoding
+
+    @property
+    def class_hints(self) -> bool:
+        """A ``multi_label`` or ``num_classes`` hint was passed."""
+        return self.multi_label is not None or self.num_classes is not None
+
+    @property
+    def dim(self) -> int:
+        """The size of the inputs' last dimension: the embeddings' D."""
+        last = self.desc.inputs[0]
+        return last[-1] if last else 1
 
     @property
     def width(self) -> int:
@@ -427,7 +652,16 @@ class _Case:
     @property
     def seen(self) -> str:
         d = self.desc
-        return f"The target ({d.dtype}, shape {d.shape}, values {d.values})"
+        if d.inputs and d.dtype == "none":
+            return f"The triplet (inputs of shapes {_shapes_text(d.inputs)}, no target)"
+        seen = f"The target ({d.dtype}, shape {d.shape}, values {d.values})"
+        return seen + (f" with inputs of shapes {_shapes_text(d.inputs)}" if d.inputs else "")
+
+    @property
+    def target_ignored(self) -> str:
+        if self.desc.dtype == "none":
+            return ""
+        return " The target is not used: the order of the inputs is the label."
 
     @property
     def binary_hints(self) -> str:
@@ -501,6 +735,11 @@ def _flatten_long(target: Tensor) -> Tensor:
     return target.reshape(-1).long()
 
 
+def _ties_to_probability(target: Tensor) -> Tensor:
+    """Preferences -1/0/+1 as the probability that the first input wins: 0, 0.5, 1."""
+    return (target + 1) / 2
+
+
 def _float_labels(target: Tensor) -> Tensor:
     """Labels as torch's default float dtype (BCEWithLogitsLoss needs float targets)."""
     if target.is_floating_point():
@@ -510,6 +749,9 @@ def _float_labels(target: Tensor) -> Tensor:
 
 _KEEP = _Conversion(None, "# no conversion needed: the target is already in this loss's "
                           "convention")
+_NO_TARGET = _Conversion(None, "# no target: the order (anchor, positive, negative) is the label")
+_TIES_TO_PROBABILITY = _Conversion(_ties_to_probability,
+                                   "target = (target + 1) / 2  # a tie (0) becomes 0.5")
 _TO_PM1 = _Conversion(labels.to_pm1, "target = marginloss.labels.to_pm1(target)")
 _TO_01 = _Conversion(labels.to_01, "target = marginloss.labels.to_01(target)")
 _FLOAT = _Conversion(_float_labels, "target = target.float()")
@@ -519,6 +761,12 @@ _PADDED_TO_MULTI_HOT = _Conversion(labels.padded_to_multi_hot,
                                    "target = marginloss.labels.padded_to_multi_hot(target)")
 _CSR_TO_MULTI_HOT = _Conversion(labels.csr_to_multi_hot,
                                 "target = marginloss.labels.csr_to_multi_hot(target)")
+
+
+#: The call of a loss on one input (the call line of a rule that does not name another).
+_CALL = "loss = loss_fn(input, target)"
+_CALL_PAIR = "loss = loss_fn(input1, input2, target)"
+_CALL_DIFFERENCE = "loss = loss_fn(input1 - input2, target)"
 
 
 def _to_pm1(q: _Case) -> _Conversion:
@@ -532,6 +780,11 @@ def _float_unless_float(q: _Case) -> _Conversion:
     if q.desc.dtype.startswith("torch.float"):
         return _KEEP
     return _Conversion(_float_labels, _FLOAT.code + "  # BCEWithLogitsLoss needs float labels")
+
+
+def _probabilistic_preferences(q: _Case) -> _Conversion:
+    """Hard preferences for BCEWithLogitsLoss: {0, 1} as floats."""
+    return _TO_01 if q.encoding == "pm1" else _float_unless_float(q)
 
 
 def _class_indices(q: _Case) -> _Conversion:
@@ -584,9 +837,15 @@ class _Rule:
     convert: _Conversion | Callable[[_Case], _Conversion]
     reason: str
     alternative: str
+    call: str = _CALL
 
 
 _CONFLICTS: tuple[_Conflict, ...] = (
+    _Conflict(("unknown",), lambda q: bool(q.desc.inputs),
+              "is neither pair labels nor ranking preferences: {q.desc.evidence}"),
+    _Conflict(("pair_labels", "ranking_preferences", "triplets"), lambda q: q.class_hints,
+              "came with a multi_label or num_classes hint, but pairs, preferences and "
+              "triplets have no classes: drop the hint."),
     _Conflict(("unknown", "empty"), _always,
               "is in no label convention: {q.desc.evidence} Pass the labels (targets), not the "
               "model's scores."),
@@ -630,6 +889,19 @@ _ONE_HOT_WHY = (
     "it is).")
 _MULTI_HOT_WHY = ("{q.seen} is a {q.soft}multi-hot mask: {q.evidence_clause}; the convention "
                   "MultiLabelSoftMarginLoss takes")
+
+_COSINE_MARGIN = ("Its margin is a cosine, in [-1, 1] (0, the default, to 0.5 is usual): "
+                  "with margin >= 1 the dissimilar pairs never cost anything, with margin <= -1 "
+                  "they always do.")
+_PAIR_ALTERNATIVE = ("HingeEmbeddingLoss on distances: loss_fn(torch.pairwise_distance(input1, "
+                     "input2), target), with loss d for a similar pair and max(0, margin - d) "
+                     "for a dissimilar one (its input is a distance, not a similarity; margin "
+                     "in distance units)")
+_RANKING_MARGIN = ("The default margin is 0: a pair in the right order by any amount costs "
+                   "nothing, so the scores may stay close together; a margin such as 1 (in "
+                   "score units) asks for a gap.")
+_RANKING_ALTERNATIVE = ("BCEWithLogitsLoss on the score difference input1 - input2 after "
+                        "marginloss.labels.to_01(target) (the logistic, RankNet loss)")
 
 # The guide, in order: the first rule whose conventions include the target's and whose
 # condition holds is the recommendation. Within a convention, hints come first, then the
@@ -758,6 +1030,70 @@ _RULES: tuple[_Rule, ...] = (
           "MultiLabelSoftMarginLoss takes them as a 0/1 mask.{q.inferred_classes_note}",
           "MultiLabelMarginLoss after marginloss.labels.sets_to_padded(target, "
           "num_classes={q.classes})"),
+    # ---- pair labels: two embeddings per label, similar (+1) or dissimilar (-1) -----------------
+    _Rule(("pair_labels",), lambda q: q.encoding == "01",
+          "marginloss.CosineEmbeddingLoss", _TO_PM1,
+          "{q.seen} holds 1 and 0, one per pair of {q.dim}-dimensional embeddings, read as "
+          "similar (1) and dissimilar (0). CosineEmbeddingLoss takes ±1, so convert with "
+          "to_pm1: passed as 0/1, torch's loss is 0 for every 0 label (neither of its branches "
+          "applies), so the dissimilar pairs teach nothing (marginloss raises LabelError). "
+          + _COSINE_MARGIN, _PAIR_ALTERNATIVE, call=_CALL_PAIR),
+    _Rule(("pair_labels",), _always,
+          "marginloss.CosineEmbeddingLoss", _KEEP,
+          "{q.seen} holds one ±1 label per pair of {q.dim}-dimensional embeddings (+1 similar, "
+          "-1 dissimilar): the convention CosineEmbeddingLoss takes, with both embeddings: "
+          "1 - cos for a similar pair, max(0, cos - margin) for a dissimilar one. "
+          + _COSINE_MARGIN, _PAIR_ALTERNATIVE, call=_CALL_PAIR),
+    # ---- ranking preferences: which of two scores should be higher -------------------------------
+    _Rule(("ranking_preferences",), lambda q: q.encoding == "ties",
+          "torch.nn.BCEWithLogitsLoss", _TIES_TO_PROBABILITY,
+          "{q.seen} holds preferences -1, 0 and +1, 0 a tie. MarginRankingLoss defines only ±1 "
+          "(torch gives a tie the constant loss max(0, margin), marginloss raises LabelError); "
+          "BCEWithLogitsLoss on the score difference input1 - input2, with (target + 1) / 2 as "
+          "the probability that input1 wins, takes a tie as 0.5 (the RankNet loss).",
+          "MarginRankingLoss without the ties: keep = target != 0, then loss_fn(input1[keep], "
+          "input2[keep], target[keep])", call=_CALL_DIFFERENCE),
+    _Rule(("ranking_preferences",), lambda q: q.encoding == "soft",
+          "torch.nn.BCEWithLogitsLoss", _KEEP,
+          "{q.seen} holds probabilities that input1 should score higher than input2 (soft "
+          "preferences). MarginRankingLoss takes hard ±1 only; BCEWithLogitsLoss on the score "
+          "difference input1 - input2 takes them as they are (the RankNet loss).",
+          "MarginRankingLoss on hard preferences, torch.where(target > 0.5, 1.0, -1.0) "
+          "(drops the confidence; leave out the pairs at 0.5)", call=_CALL_DIFFERENCE),
+    _Rule(("ranking_preferences",), lambda q: q.probabilistic,
+          "torch.nn.BCEWithLogitsLoss", _probabilistic_preferences,
+          "{q.seen} holds hard preferences; as prefer='probabilistic' asks, BCEWithLogitsLoss "
+          "on the score difference input1 - input2 with {{0, 1}} labels (1: input1 should score "
+          "higher) is the logistic (RankNet) loss for them.",
+          "MarginRankingLoss (a hinge on the score difference; takes ±1)",
+          call=_CALL_DIFFERENCE),
+    _Rule(("ranking_preferences",), lambda q: q.encoding == "01",
+          "marginloss.MarginRankingLoss", _TO_PM1,
+          "{q.seen} holds 1 and 0, read as: input1 (1) or input2 (0) should score higher. "
+          "MarginRankingLoss takes ±1, so convert with to_pm1: passed as 0/1, torch gives "
+          "every 0 label the constant loss max(0, margin), so those pairs teach nothing "
+          "(marginloss raises LabelError). " + _RANKING_MARGIN,
+          "BCEWithLogitsLoss on the score difference input1 - input2 (takes the 0/1 labels as "
+          "floats; the logistic, RankNet loss)", call=_CALL_PAIR),
+    _Rule(("ranking_preferences",), _always,
+          "marginloss.MarginRankingLoss", _KEEP,
+          "{q.seen} holds one ±1 preference per pair of scores: the convention "
+          "MarginRankingLoss takes, with loss max(0, -y (input1 - input2) + margin): y = +1 "
+          "asks input1 to score higher than input2, -1 the reverse (swapping the inputs "
+          "without flipping the sign trains the opposite order). " + _RANKING_MARGIN,
+          _RANKING_ALTERNATIVE, call=_CALL_PAIR),
+    # ---- triplets: anchor, positive, negative ---------------------------------------------------
+    _Rule(("triplets",), _always,
+          "marginloss.TripletMarginLoss", _NO_TARGET,
+          "{q.seen}: an anchor, a positive (same identity as the anchor) and a negative "
+          "(another), {q.dim}-dimensional embeddings. TripletMarginLoss asks d(anchor, "
+          "positive) + margin <= d(anchor, negative) with the p-norm distance (p=2 by default; "
+          "eps=1e-6 is added to each difference, so identical vectors are eps * D^(1/p) apart, "
+          "not 0); margin (> 0) is in distance units; swap=True uses the positive-negative "
+          "distance instead when it is smaller (a harder negative).{q.target_ignored}",
+          "TripletMarginWithDistanceLoss(distance_function=lambda a, b: 1 - "
+          "torch.nn.functional.cosine_similarity(a, b)) for a cosine distance (direction only; "
+          "margin in (0, 2])", call="loss = loss_fn(anchor, positive, negative)"),
 )
 
 
@@ -766,7 +1102,8 @@ def _first(table: Sequence[_Rule] | Sequence[_Conflict], q: _Case) -> Any:
     return next((r for r in table if q.convention in r.conventions and r.when(q)), None)
 
 
-def recommend(target: object, *, multi_label: bool | None = None, num_classes: int | None = None,
+def recommend(target: object, *, inputs: Sequence[object] | None = None,
+              multi_label: bool | None = None, num_classes: int | None = None,
               prefer: str = "auto") -> Recommendation:
     """Name the loss that fits ``target``'s label convention, how to convert it, and why.
 
@@ -785,13 +1122,31 @@ def recommend(target: object, *, multi_label: bool | None = None, num_classes: i
     * one-hot rows: one class per sample (default) or a multi-label mask whose rows happen to
       hold one label each (``multi_label=True``).
 
+    Labels that compare several inputs are recognised from ``inputs`` (see :func:`describe`),
+    and the recommendation's ``call`` says how to pass them:
+
+    * pair labels, +1 similar / -1 dissimilar, with two embeddings ``(N, D)`` ->
+      ``CosineEmbeddingLoss`` (1 and 0 after ``to_pm1``; ``HingeEmbeddingLoss`` on
+      ``torch.pairwise_distance(input1, input2)`` as the alternative: it takes distances, not
+      similarities);
+    * ranking preferences, +1 when ``input1`` should score higher and -1 when ``input2`` should,
+      with two score tensors of the target's shape -> ``MarginRankingLoss`` (1 and 0 after
+      ``to_pm1``); ties (-1/0/+1), soft preferences (probabilities) or
+      ``prefer="probabilistic"`` -> ``BCEWithLogitsLoss`` on ``input1 - input2`` (RankNet);
+    * triplets, three embeddings (anchor, positive, negative) and ``target=None`` ->
+      ``TripletMarginLoss`` (``TripletMarginWithDistanceLoss`` with a cosine distance as the
+      alternative).
+
     Internally: :func:`describe` names the convention; the first conflict that applies (no
     convention, a contradicting hint) raises; otherwise the first rule of the guide's ordered
     table that applies to the convention and the hints is the answer.
 
     Args:
         target: The labels: a tensor (dense or ``torch.sparse_csr``), a NumPy array, or a list
-            of label collections.
+            of label collections; None for triplets.
+        inputs: The two inputs of a pair or ranking loss, or the three of a triplet loss
+            (anchor, positive, negative); only their shapes are read. None (default) for the
+            losses of one input.
         multi_label: True when a sample can have several labels, False when it has exactly one;
             None (default) to decide from the values.
         num_classes: The number of classes ``C`` (the width of the model's output). Settles the
@@ -805,9 +1160,12 @@ def recommend(target: object, *, multi_label: bool | None = None, num_classes: i
     Raises:
         LabelError: ``target`` is in no label convention (scores, NaN, negative values, no
             elements), or a hint contradicts the values (``multi_label=False`` with several
-            labels per row, a class index >= ``num_classes``).
+            labels per row, a class index >= ``num_classes``, either hint with pairs, preferences
+            or triplets), or with two inputs it is neither pair labels nor preferences.
         DtypeError: ``target`` cannot be read as numbers (see :func:`describe`).
-        ValueError: ``prefer`` or ``num_classes`` is not a valid option.
+        ShapeError: the inputs' shapes fit no loss that compares them (see :func:`describe`).
+        ValueError: ``prefer`` or ``num_classes`` is not a valid option, or ``inputs`` is not
+            two or three shaped objects (see :func:`describe`).
         TypeError: ``multi_label`` is not True, False or None.
 
     Examples:
@@ -829,6 +1187,16 @@ def recommend(target: object, *, multi_label: bool | None = None, num_classes: i
         convert:     # no conversion needed: the target is already in this loss's convention
         then:        loss_fn = marginloss.MultiLabelMarginLoss()
         alternative: MultiLabelSoftMarginLoss after marginloss.labels.padded_to_multi_hot(...
+        >>> x1, x2 = torch.randn(3, 8), torch.randn(3, 8)
+        >>> r = recommend(torch.tensor([1, 0, 1]), inputs=(x1, x2))
+        >>> r.loss, r.call
+        ('CosineEmbeddingLoss', 'loss = loss_fn(input1, input2, target)')
+        >>> r.code
+        'target = marginloss.labels.to_pm1(target)'
+        >>> recommend(torch.tensor([-1.0, 1.0, 1.0]), inputs=(x1[:, 0], x2[:, 0])).loss
+        'MarginRankingLoss'
+        >>> recommend(None, inputs=(x1, x2, x1)).call
+        'loss = loss_fn(anchor, positive, negative)'
         >>> recommend(torch.tensor([3, 0, 2]), multi_label=True)
         Traceback (most recent call last):
         ...
@@ -844,8 +1212,8 @@ def recommend(target: object, *, multi_label: bool | None = None, num_classes: i
             num_classes, int) or num_classes < 1):
         raise ValueError(f"recommend: `num_classes` must be a positive int, got {num_classes!r}.")
 
-    q = _Case(describe(target), None if multi_label is None else bool(multi_label), num_classes,
-              prefer)
+    q = _Case(describe(target, inputs=inputs),
+              None if multi_label is None else bool(multi_label), num_classes, prefer)
     conflict: _Conflict | None = _first(_CONFLICTS, q)
     if conflict is not None:
         raise LabelError(f"recommend: {q.seen} " + conflict.message.format(q=q))
@@ -855,5 +1223,5 @@ def recommend(target: object, *, multi_label: bool | None = None, num_classes: i
     module, _, loss = rule.loss.rpartition(".")
     conversion = rule.convert if isinstance(rule.convert, _Conversion) else rule.convert(q)
     return Recommendation(loss=loss, module=module, convert=conversion.fn, code=conversion.code,
-                          reason=rule.reason.format(q=q, loss=loss),
+                          call=rule.call, reason=rule.reason.format(q=q, loss=loss),
                           alternative=rule.alternative.format(q=q, loss=loss), description=q.desc)

@@ -17,14 +17,20 @@ them completely.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
+from torch.nn import Linear, PairwiseDistance
 from torch.nn.modules.loss import _Loss, _WeightedLoss
 
-from marginloss import _pipeline, functional
+from marginloss import _pipeline, functional, losses
 from marginloss._reduction import Reduction
 from marginloss.backends import Backend
 
-__all__ = ["MultiLabelMarginLoss", "MultiLabelSoftMarginLoss", "MultiMarginLoss", "SoftMarginLoss"]
+__all__ = ["CosineEmbeddingLoss", "HingeEmbeddingLoss", "LinearMultiLabelMarginLoss",
+           "LinearMultiLabelSoftMarginLoss", "LinearMultiMarginLoss", "MarginRankingLoss", "MultiLabelMarginLoss", "MultiLabelSoftMarginLoss",
+           "MultiMarginLoss", "SoftMarginLoss", "TripletMarginLoss",
+           "TripletMarginWithDistanceLoss"]
 
 
 class _Options:
@@ -100,6 +106,11 @@ class MultiLabelSoftMarginLoss(_Options, _WeightedLoss):
         validate: Check target values (keyword-only). Default: ``True``.
         backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"`` (keyword-only).
             Default: ``"auto"``.
+        pos_weight: Optional weight of each class's positive term, shape ``(C,)``, as in
+            :class:`torch.nn.BCEWithLogitsLoss`; registered as a buffer (keyword-only).
+            Default: None.
+        label_smoothing: Targets become ``y (1 - eps) + eps / 2``, ``eps`` in [0, 1)
+            (keyword-only). Default: 0.0.
 
     Examples:
         >>> loss_fn = MultiLabelSoftMarginLoss(weight=torch.tensor([1.0, 1.0, 1.0]))
@@ -109,17 +120,32 @@ class MultiLabelSoftMarginLoss(_Options, _WeightedLoss):
         ['weight']
     """
 
+    pos_weight: Tensor | None
+    label_smoothing: float
+
     def __init__(self, weight: Tensor | None = None, size_average=None, reduce=None,
                  reduction: Reduction = "mean", *, validate: bool = True,
-                 backend: Backend = "auto") -> None:
+                 backend: Backend = "auto", pos_weight: Tensor | None = None,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__(weight, size_average, reduce, reduction)
         self._set_options(validate, backend)
+        self.register_buffer("pos_weight", pos_weight)
+        self.label_smoothing = label_smoothing
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return functional.multilabel_soft_margin_loss(
             input, target, weight=self.weight, reduction=self.reduction,
-            validate=self.validate, backend=self.backend,
+            validate=self.validate, backend=self.backend, pos_weight=self.pos_weight,
+            label_smoothing=self.label_smoothing,
         )
+
+    def extra_repr(self) -> str:
+        parts = [super().extra_repr()]
+        if self.pos_weight is not None:
+            parts.append(f"pos_weight=({self.pos_weight.numel()},)")
+        if self.label_smoothing:
+            parts.append(f"label_smoothing={self.label_smoothing}")
+        return ", ".join(parts)
 
 
 class MultiMarginLoss(_Options, _WeightedLoss):
@@ -202,4 +228,397 @@ class MultiLabelMarginLoss(_Options, _Loss):
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return functional.multilabel_margin_loss(
             input, target, reduction=self.reduction, validate=self.validate, backend=self.backend
+        )
+
+
+class HingeEmbeddingLoss(_Options, _Loss):
+    """Module form of :func:`marginloss.functional.hinge_embedding_loss`.
+
+    Drop-in for :class:`torch.nn.HingeEmbeddingLoss`: the input is a distance per pair, the
+    target -1 or +1 (dissimilar / similar); other labels raise unless ``validate=False``.
+
+    Args:
+        margin: The distance beyond which a dissimilar pair costs nothing. Default: 1.
+        size_average: Deprecated; mapped to ``reduction`` at construction, as torch does.
+        reduce: Deprecated; mapped to ``reduction`` at construction, as torch does.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        validate: Check target values (keyword-only). Default: ``True``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"`` (keyword-only).
+            Default: ``"auto"``.
+
+    Examples:
+        >>> loss_fn = HingeEmbeddingLoss(margin=1.0)
+        >>> loss_fn(torch.tensor([0.25, 2.0, 0.5]), torch.tensor([1.0, -1.0, -1.0]))
+        tensor(0.2500)
+    """
+
+    __constants__ = ["margin", "reduction", "validate", "backend"]
+    margin: float
+
+    def __init__(self, margin: float = 1.0, size_average=None, reduce=None,
+                 reduction: Reduction = "mean", *, validate: bool = True,
+                 backend: Backend = "auto") -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.margin = margin
+        self._set_options(validate, backend)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, {super().extra_repr()}"
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return functional.hinge_embedding_loss(
+            input, target, margin=self.margin, reduction=self.reduction,
+            validate=self.validate, backend=self.backend,
+        )
+
+
+class MarginRankingLoss(_Options, _Loss):
+    """Module form of :func:`marginloss.functional.margin_ranking_loss`.
+
+    Drop-in for :class:`torch.nn.MarginRankingLoss`: the target says, per pair, which input
+    should rank higher (+1: ``input1``, -1: ``input2``); other labels raise unless
+    ``validate=False``.
+
+    Args:
+        margin: Default: 0.
+        size_average: Deprecated; mapped to ``reduction`` at construction, as torch does.
+        reduce: Deprecated; mapped to ``reduction`` at construction, as torch does.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        validate: Check target values (keyword-only). Default: ``True``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"`` (keyword-only).
+            Default: ``"auto"``.
+
+    Examples:
+        >>> loss_fn = MarginRankingLoss(margin=0.5)
+        >>> loss_fn(torch.tensor([2.0, 0.5]), torch.tensor([1.0, 1.0]), torch.tensor([1.0, 1.0]))
+        tensor(0.5000)
+    """
+
+    __constants__ = ["margin", "reduction", "validate", "backend"]
+    margin: float
+
+    def __init__(self, margin: float = 0.0, size_average=None, reduce=None,
+                 reduction: Reduction = "mean", *, validate: bool = True,
+                 backend: Backend = "auto") -> None:
+        super().__init__(size_average, reduce, reduction)
+        self.margin = margin
+        self._set_options(validate, backend)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, {super().extra_repr()}"
+
+    def forward(self, input1: Tensor, input2: Tensor, target: Tensor) -> Tensor:
+        return functional.margin_ranking_loss(
+            input1, input2, target, margin=self.margin, reduction=self.reduction,
+            validate=self.validate, backend=self.backend,
+        )
+
+
+class _LinearHead(_Options):
+    """What the fused heads share: the linear layer they own (``self.linear``, an
+    :class:`torch.nn.Linear`, as in :class:`torch.nn.LinearCrossEntropyLoss`), ``chunk_size``
+    and the options."""
+
+    num_classes: int
+    chunk_size: int | None
+
+    def _set_head(self, in_features: int, num_classes: int, bias: bool, device, dtype,
+                  chunk_size: int | None, validate: bool, backend: str) -> None:
+        from marginloss.linear import check_chunk_size
+
+        check_chunk_size(type(self).__name__, chunk_size)
+        self._set_options(validate, backend)
+        self.num_classes = num_classes
+        self.chunk_size = chunk_size
+        self.linear = Linear(in_features, num_classes, bias=bias, device=device, dtype=dtype)
+
+    def _head_args(self) -> dict:
+        return {"linear_bias": self.linear.bias, "reduction": self.reduction,
+                "chunk_size": self.chunk_size, "validate": self.validate,
+                "backend": self.backend}
+
+    def extra_repr(self) -> str:
+        parts = [f"in_features={self.linear.in_features}", f"num_classes={self.num_classes}",
+                 f"bias={self.linear.bias is not None}", super().extra_repr()]
+        if self.chunk_size is not None:
+            parts.append(f"chunk_size={self.chunk_size}")
+        return ", ".join(parts)
+
+
+class LinearMultiLabelSoftMarginLoss(_LinearHead, _WeightedLoss):
+    """A linear layer and :class:`MultiLabelSoftMarginLoss` fused: the module form of
+    :func:`marginloss.functional.linear_multilabel_soft_margin_loss` (math there, method in
+    :mod:`marginloss.linear`). It owns the layer, ``self.linear`` (``nn.Linear(in_features,
+    num_classes, bias=bias)``), and never holds the ``(N, C)`` logits.
+
+    Args:
+        in_features: Size of each input sample, H.
+        num_classes: Number of classes, C.
+        bias: Whether the layer has a bias. Default: ``False`` (as torch's
+            ``LinearCrossEntropyLoss``).
+        device, dtype: Of the layer's parameters.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        weight: Optional per-class weight ``(C,)``; a buffer.
+        pos_weight, label_smoothing: Not supported yet (NotImplementedError).
+        chunk_size: Classes per chunk (None: picked from the batch size).
+        validate, backend: As for the plain loss.
+
+    Examples:
+        >>> head = LinearMultiLabelSoftMarginLoss(16, 100_000)
+        >>> h, y = torch.randn(4, 16), torch.zeros(4, 100_000)
+        >>> head(h, y).backward()  # never holds a 4 x 100,000 logits tensor
+        >>> head.linear.weight.grad.shape
+        torch.Size([100000, 16])
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, bias: bool = False, device=None,
+                 dtype=None, reduction: Reduction = "mean", weight: Tensor | None = None,
+                 pos_weight: Tensor | None = None, label_smoothing: float = 0.0,
+                 chunk_size: int | None = None, validate: bool = True,
+                 backend: Backend = "auto") -> None:
+        if pos_weight is not None or label_smoothing != 0.0:
+            raise NotImplementedError(
+                "LinearMultiLabelSoftMarginLoss: `pos_weight` and `label_smoothing` are not "
+                "supported yet; pass pos_weight=None and label_smoothing=0.0.")
+        super().__init__(weight, None, None, reduction)
+        self._set_head(in_features, num_classes, bias, device, dtype, chunk_size, validate,
+                       backend)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return functional.linear_multilabel_soft_margin_loss(
+            input, self.linear.weight, target, weight=self.weight, **self._head_args())
+
+
+class LinearMultiMarginLoss(_LinearHead, _WeightedLoss):
+    """A linear layer and :class:`MultiMarginLoss` fused: the module form of
+    :func:`marginloss.functional.linear_multi_margin_loss`. It owns ``self.linear`` and never
+    holds the ``(N, C)`` logits.
+
+    Args:
+        in_features: Size of each input sample, H.
+        num_classes: Number of classes, C.
+        bias: Whether the layer has a bias. Default: ``False``.
+        device, dtype: Of the layer's parameters.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        weight: Optional per-class weight ``(C,)``; a buffer.
+        p: 1 or 2. Default: 1.
+        margin: Default: 1.0.
+        chunk_size: Classes per chunk (None: picked from the batch size).
+        validate, backend: As for the plain loss.
+
+    Examples:
+        >>> LinearMultiMarginLoss(16, 1000, bias=True, p=2)
+        LinearMultiMarginLoss(
+          in_features=16, num_classes=1000, bias=True, p=2, margin=1.0, reduction='mean'
+          (linear): Linear(in_features=16, out_features=1000, bias=True)
+        )
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, bias: bool = False, device=None,
+                 dtype=None, reduction: Reduction = "mean", weight: Tensor | None = None,
+                 p: int = 1, margin: float = 1.0, chunk_size: int | None = None,
+                 validate: bool = True, backend: Backend = "auto") -> None:
+        if p != 1 and p != 2:
+            raise ValueError(f"LinearMultiMarginLoss: `p` must be 1 or 2, got {p!r}.")
+        super().__init__(weight, None, None, reduction)
+        self._set_head(in_features, num_classes, bias, device, dtype, chunk_size, validate,
+                       backend)
+        self.p = p
+        self.margin = margin
+
+    def extra_repr(self) -> str:
+        head = f"in_features={self.linear.in_features}, num_classes={self.num_classes}, " \
+               f"bias={self.linear.bias is not None}, "
+        return head + f"p={self.p}, margin={self.margin}, " + _Options.extra_repr(self) + (
+            f", chunk_size={self.chunk_size}" if self.chunk_size is not None else "")
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return functional.linear_multi_margin_loss(
+            input, self.linear.weight, target, p=self.p, margin=self.margin, weight=self.weight,
+            **self._head_args())
+
+
+class LinearMultiLabelMarginLoss(_LinearHead, _Loss):
+    """A linear layer and :class:`MultiLabelMarginLoss` fused: the module form of
+    :func:`marginloss.functional.linear_multilabel_margin_loss`. It owns ``self.linear`` and
+    never holds the ``(N, C)`` logits.
+
+    Args:
+        in_features: Size of each input sample, H.
+        num_classes: Number of classes, C.
+        bias: Whether the layer has a bias. Default: ``False``.
+        device, dtype: Of the layer's parameters.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        chunk_size: Classes per chunk (None: picked from the batch size).
+        validate, backend: As for the plain loss.
+
+    Examples:
+        >>> head = LinearMultiLabelMarginLoss(8, 50)
+        >>> loss = head(torch.randn(2, 8), torch.tensor([[3, 7, -1], [0, -1, -1]]))
+        >>> loss.shape
+        torch.Size([])
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, bias: bool = False, device=None,
+                 dtype=None, reduction: Reduction = "mean", chunk_size: int | None = None,
+                 validate: bool = True, backend: Backend = "auto") -> None:
+        super().__init__(None, None, reduction)
+        self._set_head(in_features, num_classes, bias, device, dtype, chunk_size, validate,
+                       backend)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return functional.linear_multilabel_margin_loss(input, self.linear.weight, target,
+                                                        **self._head_args())
+
+
+class TripletMarginLoss(_Options, _Loss):
+    """Module form of :func:`marginloss.functional.triplet_margin_loss` (math and shapes there).
+
+    Drop-in for :class:`torch.nn.TripletMarginLoss`: ``forward(anchor, positive, negative)``.
+
+    Args:
+        margin: Must be greater than 0 (as torch). Default: 1.0.
+        p: Degree of the norm, greater than 0. Default: 2.0.
+        eps: Added to each difference (finite). Default: 1e-6.
+        swap: Use the distance swap. Default: False.
+        size_average: Deprecated; mapped to ``reduction`` at construction, as torch does.
+        reduce: Deprecated; mapped to ``reduction`` at construction, as torch does.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        validate: Unused (no labels; keyword-only). Default: ``True``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"`` (keyword-only).
+            Default: ``"auto"``.
+
+    Examples:
+        >>> loss_fn = TripletMarginLoss(margin=1.0)
+        >>> a, p, n = torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 4.5]])
+        >>> round(loss_fn(a, p, n).item(), 3)
+        1.5
+    """
+
+    __constants__ = ["margin", "p", "eps", "swap", "reduction", "validate", "backend"]
+    margin: float
+    p: float
+    eps: float
+    swap: bool
+
+    def __init__(self, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6,
+                 swap: bool = False, size_average=None, reduce=None,
+                 reduction: Reduction = "mean", *, validate: bool = True,
+                 backend: Backend = "auto") -> None:
+        super().__init__(size_average, reduce, reduction)
+        if not margin > 0:
+            raise ValueError(f"TripletMarginLoss: expected margin to be greater than 0, got "
+                             f"{margin} instead")
+        losses.triplet_margin_loss.check_options("TripletMarginLoss", margin, p, eps)
+        self._set_options(validate, backend)
+        self.margin = margin
+        self.p = p
+        self.eps = eps
+        self.swap = swap
+
+    def extra_repr(self) -> str:
+        return (f"margin={self.margin}, p={self.p}, eps={self.eps}, swap={self.swap}, "
+                + super().extra_repr())
+
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        return functional.triplet_margin_loss(
+            anchor, positive, negative, margin=self.margin, p=self.p, eps=self.eps,
+            swap=self.swap, reduction=self.reduction, validate=self.validate,
+            backend=self.backend,
+        )
+
+
+class TripletMarginWithDistanceLoss(_Options, _Loss):
+    """Module form of :func:`marginloss.functional.triplet_margin_with_distance_loss`.
+
+    Drop-in for :class:`torch.nn.TripletMarginWithDistanceLoss`. As in torch, the default
+    ``distance_function`` is a :class:`torch.nn.PairwiseDistance` submodule; that distance (and
+    any hook-free ``PairwiseDistance`` without ``keepdim``) runs as the fused triplet loss.
+
+    Args:
+        distance_function: ``(x1, x2) -> distances``. Keyword-only. Default: None
+            (``torch.nn.PairwiseDistance()``).
+        margin: Must be greater than 0 (as torch). Keyword-only. Default: 1.0.
+        swap: Use the distance swap. Keyword-only. Default: False.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Keyword-only. Default: ``"mean"``.
+        validate: Unused (no labels; keyword-only). Default: ``True``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"`` (keyword-only).
+            Default: ``"auto"``.
+
+    Examples:
+        >>> loss_fn = TripletMarginWithDistanceLoss(margin=0.5)
+        >>> a, p, n = torch.zeros(1, 2), torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 4.5]])
+        >>> round(loss_fn(a, p, n).item(), 3)  # 0.5 + 5 - 4.5
+        1.0
+    """
+
+    __constants__ = ["margin", "swap", "reduction", "validate", "backend"]
+    margin: float
+    swap: bool
+
+    def __init__(self, *, distance_function: Callable[[Tensor, Tensor], Tensor] | None = None,
+                 margin: float = 1.0, swap: bool = False, reduction: Reduction = "mean",
+                 validate: bool = True, backend: Backend = "auto") -> None:
+        super().__init__(size_average=None, reduce=None, reduction=reduction)
+        if not margin > 0:
+            raise ValueError(f"TripletMarginWithDistanceLoss: expected margin to be greater "
+                             f"than 0, got {margin} instead")
+        self._set_options(validate, backend)
+        self.distance_function: Callable[[Tensor, Tensor], Tensor] | None = (
+            distance_function if distance_function is not None else PairwiseDistance()
+        )
+        self.margin = margin
+        self.swap = swap
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, swap={self.swap}, " + super().extra_repr()
+
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        return functional.triplet_margin_with_distance_loss(
+            anchor, positive, negative, distance_function=self.distance_function,
+            margin=self.margin, swap=self.swap, reduction=self.reduction,
+            validate=self.validate, backend=self.backend,
+        )
+
+
+class CosineEmbeddingLoss(_Options, _Loss):
+    """Module form of :func:`marginloss.functional.cosine_embedding_loss` (math, labels, shapes
+    there).
+
+    Drop-in for :class:`torch.nn.CosineEmbeddingLoss`; targets are +1 (similar pair) or -1
+    (dissimilar pair).
+
+    Args:
+        margin: Cosine above which a dissimilar pair is penalised, in [-1, 1]. Default: 0.0.
+        size_average: Deprecated; mapped to ``reduction`` at construction, as torch does.
+        reduce: Deprecated; mapped to ``reduction`` at construction, as torch does.
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+        validate: Check target values (keyword-only). Default: ``True``.
+        backend: ``"auto"`` | ``"torch"`` | ``"triton"`` | ``"native"`` (keyword-only).
+            Default: ``"auto"``.
+
+    Examples:
+        >>> loss_fn = CosineEmbeddingLoss(margin=0.5)
+        >>> x1, x2 = torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, 1.0]])
+        >>> round(loss_fn(x1, x2, torch.tensor([-1.0])).item(), 4)
+        0.5
+    """
+
+    __constants__ = ["margin", "reduction", "validate", "backend"]
+    margin: float
+
+    def __init__(self, margin: float = 0.0, size_average=None, reduce=None,
+                 reduction: Reduction = "mean", *, validate: bool = True,
+                 backend: Backend = "auto") -> None:
+        super().__init__(size_average, reduce, reduction)
+        self._set_options(validate, backend)
+        self.margin = margin
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, " + super().extra_repr()
+
+    def forward(self, input1: Tensor, input2: Tensor, target: Tensor) -> Tensor:
+        return functional.cosine_embedding_loss(
+            input1, input2, target, margin=self.margin, reduction=self.reduction,
+            validate=self.validate, backend=self.backend,
         )

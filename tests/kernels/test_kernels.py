@@ -1,8 +1,9 @@
 """Triton kernels vs each loss's torch compute and torch.nn.functional: values, gradients, edges.
 
-Every loss in :data:`marginloss.losses.LOSSES` runs through the Triton backend's contract,
-``marginloss.backends.triton.run(spec, call)``, with calls built by ``spec.prepare``. Each result
-is compared with
+Every loss in :data:`marginloss.losses.LOSSES` whose spec lists ``"triton"`` runs through the
+Triton backend's contract, ``marginloss.backends.triton.run(spec, call)`` (every differentiable
+input, the target if the loss has one), with calls built by ``spec.prepare``. Each result is
+compared with
 
 * ``spec.torch_compute`` on the same call (float32 math; for float16 / bfloat16 inputs, on the
   same inputs upcast to float32, so only the kernels' final rounding differs), and
@@ -53,7 +54,9 @@ DEVICES = [
 device_param = pytest.mark.parametrize("device", DEVICES)
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 dtype_param = pytest.mark.parametrize("dtype", DTYPES, ids=str)
-spec_param = pytest.mark.parametrize("spec", LOSSES, ids=lambda s: s.name)
+#: The losses with a Triton kernel (``"triton"`` in their spec's backends).
+TRITON_LOSSES = [s for s in LOSSES if "triton" in s.backends]
+spec_param = pytest.mark.parametrize("spec", TRITON_LOSSES, ids=lambda s: s.name)
 
 # Scalar options to try, by option name (a spec takes the cases whose names it declares).
 # Margins are multiples of 1/16, which keeps the hinge losses' inputs off their kinks.
@@ -71,13 +74,29 @@ def kernel_module(spec):
 def index_target(spec) -> bool:
     """Whether the loss's target holds class indices (the hinge losses) rather than labels."""
     _, target, _ = spec.sample(2, 3)
-    return not target.is_floating_point()
+    return target is not None and not target.is_floating_point()
+
+
+def label_target(spec) -> bool:
+    """Whether the loss's target holds labels (a float tensor) rather than class indices."""
+    _, target, _ = spec.sample(2, 3)
+    return target is not None and target.is_floating_point()
 
 
 def takes_lists(spec) -> bool:
     """Whether the target holds a list of class indices per sample (-1-padded rows)."""
     _, target, _ = spec.sample(2, 3)
     return index_target(spec) and target.dim() == 2
+
+
+def logistic(spec) -> bool:
+    """The logistic losses: one input, labels, no scalar options (a softplus of the score)."""
+    return label_target(spec) and len(spec.inputs) == 1 and not spec.options
+
+
+def elementwise_target(spec, target, inputs) -> bool:
+    """Whether ``target`` has a label per input element (else per row, or none)."""
+    return target is not None and target.dim() == inputs[0].dim()
 
 
 def kink_free(x, target, generator, margin=1.0):
@@ -112,7 +131,7 @@ def make(spec, n, c, dtype, *, device="cpu", weight=None, seed=0, **case):
     inputs, target, kwargs = spec.sample(n, c, dtype=dtype, generator=g, **sample_kwargs)
     kwargs.update(case)
     options = tuple(kwargs.get(o.name, o.default) for o in spec.options)
-    if not target.is_floating_point():  # a hinge loss: keep every argument off its kink
+    if index_target(spec):  # a class-index hinge loss: keep every argument off its kink
         margin = kwargs.get("margin", 1.0)
         inputs = tuple(kink_free(x, target, g, margin) for x in inputs)
     w = None
@@ -148,8 +167,13 @@ def oracle(spec, inputs, target, weight, options, reduction):
     kwargs = {o.name: v for o, v in zip(spec.options, options, strict=True)}
     if spec.weighted:
         kwargs["weight"] = None if weight is None else weight.double()
-    t = target.double() if target.is_floating_point() or not index_target(spec) else target.long()
-    out = getattr(TF, spec.name)(*xs, t, reduction=reduction, **kwargs)
+    if target is None:
+        args = xs
+    else:
+        t = target.double() if target.is_floating_point() or not index_target(spec) else \
+            target.long()
+        args = (*xs, t)
+    out = getattr(TF, spec.name)(*args, reduction=reduction, **kwargs)
     grads = torch.autograd.grad(out, xs, torch.ones_like(out)) if out.numel() else \
         tuple(torch.zeros_like(x) for x in xs)
     return out.detach(), grads
@@ -220,7 +244,7 @@ def test_matches_references(spec, reduction, dtype, device):
 @device_param
 @dtype_param
 @pytest.mark.parametrize("spec, kind", [
-    pytest.param(s, kind, id=f"{s.name}-{kind}") for s in LOSSES if s.weighted
+    pytest.param(s, kind, id=f"{s.name}-{kind}") for s in TRITON_LOSSES if s.weighted
     for kind in (("class", "full", "row") if s.full_weight else ("class",))])
 def test_weights(spec, kind, dtype, device):
     """A per-class weight and, where the loss takes one, a full (N, C) weight and one broadcast
@@ -229,11 +253,23 @@ def test_weights(spec, kind, dtype, device):
         check(spec, *make(spec, 6, 37, dtype, device=device, weight=kind), reduction)
 
 
+def _accepts(spec, case) -> bool:
+    """Whether the loss takes these option values at all (torch rejects a triplet margin <= 0,
+    and so does the loss's prepare)."""
+    inputs, target, kw = spec.sample(2, 3)
+    try:
+        spec.call(inputs, target, {**kw, **case})
+    except ValueError:
+        return False
+    return True
+
+
 @device_param
 @dtype_param
 @pytest.mark.parametrize("spec, case", [
     pytest.param(s, case, id=",".join([s.name, *(f"{k}={v}" for k, v in case.items())]))
-    for s in LOSSES for case in OPTION_CASES if set(case) <= {o.name for o in s.options}])
+    for s in TRITON_LOSSES for case in OPTION_CASES
+    if set(case) <= {o.name for o in s.options} and _accepts(s, case)])
 def test_options(spec, case, dtype, device):
     weight = "class" if spec.weighted else None
     for reduction in REDUCTIONS:
@@ -242,7 +278,7 @@ def test_options(spec, case, dtype, device):
 
 @device_param
 @pytest.mark.parametrize("spec, target_dtype", [
-    pytest.param(s, dtype, id=f"{s.name}-{dtype}") for s in LOSSES
+    pytest.param(s, dtype, id=f"{s.name}-{dtype}") for s in TRITON_LOSSES if s.has_target
     for dtype in ((torch.int64, torch.int32) if index_target(s) else (torch.float32, torch.int8))])
 def test_target_dtypes(spec, target_dtype, device):
     """Index targets in int32 / int64; labels in another float dtype than the input's, or in an
@@ -253,7 +289,8 @@ def test_target_dtypes(spec, target_dtype, device):
 
 
 @device_param
-@pytest.mark.parametrize("spec", [s for s in LOSSES if takes_lists(s)], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in TRITON_LOSSES if takes_lists(s)],
+                         ids=lambda s: s.name)
 def test_target_lists(spec, device):
     """For -1-padded target lists: duplicates, rows of only targets, empty lists, entries after
     the first -1, and more targets than one list tile (the extra-tile sweeps)."""
@@ -272,7 +309,7 @@ def test_target_lists(spec, device):
 
 
 @device_param
-@pytest.mark.parametrize("spec", [s for s in LOSSES if not index_target(s)],
+@pytest.mark.parametrize("spec", [s for s in TRITON_LOSSES if label_target(s)],
                          ids=lambda s: s.name)
 def test_soft_labels(spec, device):
     """Labels anywhere in [0, 1], where the loss's label check accepts them."""
@@ -296,6 +333,8 @@ def test_soft_labels(spec, device):
 def test_broadcast_target(spec, device):
     """One target row broadcast over the batch (a stride-0 view in the canonical call)."""
     inputs, target, weight, options = make(spec, 6, 37, torch.float32, device=device)
+    if not elementwise_target(spec, target, inputs):
+        pytest.skip(f"{spec.name} has no target per element")
     try:
         spec.prepare(inputs, target[0], weight, options)
     except ShapeError:
@@ -310,9 +349,10 @@ def test_unbatched_and_3d_inputs(spec, device):
     """An unbatched input (one row) and, where the loss takes one, a 3-D input."""
     inputs, target, weight, options = make(spec, 6, 12, torch.float32, device=device)
     for reduction in REDUCTIONS:
-        check(spec, tuple(x[0] for x in inputs), target[0], weight, options, reduction)
+        check(spec, tuple(x[0] for x in inputs), None if target is None else target[0], weight,
+              options, reduction)
     x3 = tuple(x.reshape(2, 3, 12) for x in inputs)
-    t3 = target.reshape(2, 3, *target.shape[1:])
+    t3 = None if target is None else target.reshape(2, 3, *target.shape[1:])
     try:
         spec.prepare(x3, t3, weight, options)
     except ShapeError:
@@ -346,15 +386,16 @@ def test_rows_longer_than_the_default_block(spec, device):
 def test_non_contiguous_inputs(spec, device):
     C = 11
     inputs, target, weight, options = make(spec, 4, C, torch.float32, device=device)
-    (x,) = inputs
-    wide = torch.zeros(4, 2 * C, device=device)
-    wide[:, 3:3 + C] = x
-    strided = wide[:, 3:3 + C]  # row stride 2C
-    assert not strided.is_contiguous()
-    check(spec, (strided,), target, weight, options, "none")
-    transposed = x.t().contiguous().t()  # class stride N
-    check(spec, (transposed,), target, weight, options, "sum")
-    if target.dim() == 2 and target.dtype.is_floating_point:
+    strided = []
+    for x in inputs:
+        wide = torch.zeros(4, 2 * C, device=device)
+        wide[:, 3:3 + C] = x
+        strided.append(wide[:, 3:3 + C])  # row stride 2C
+        assert not strided[-1].is_contiguous()
+    check(spec, tuple(strided), target, weight, options, "none")
+    transposed = tuple(x.t().contiguous().t() for x in inputs)  # class stride N
+    check(spec, transposed, target, weight, options, "sum")
+    if target is not None and target.dim() == 2 and target.dtype.is_floating_point:
         check(spec, inputs, target.t().contiguous().t(), weight, options, "mean")
 
 
@@ -369,7 +410,7 @@ def test_one_class(spec, device):
 @spec_param
 def test_empty_batch(spec, device):
     inputs, target, weight, options = make(spec, 3, 5, torch.float32, device=device)
-    inputs, target = tuple(x[:0] for x in inputs), target[:0]
+    inputs, target = tuple(x[:0] for x in inputs), None if target is None else target[:0]
     for reduction, expect in (("mean", float("nan")), ("sum", 0.0)):
         call, _ = make_call(spec, inputs, target, weight, options, reduction)
         result = triton_backend.run(spec, call)
@@ -383,7 +424,9 @@ def test_empty_batch(spec, device):
 def test_no_classes(spec, device):
     """C = 0, where the loss allows it: torch's result (a mean over no classes is nan)."""
     inputs, target, weight, options = make(spec, 3, 5, torch.float32, device=device)
-    inputs, target = tuple(x[:, :0] for x in inputs), target[..., :0]
+    if elementwise_target(spec, target, inputs):
+        target = target[..., :0]
+    inputs = tuple(x[:, :0] for x in inputs)
     try:
         spec.prepare(inputs, target, weight, options)
     except ShapeError:
@@ -397,7 +440,8 @@ def test_no_classes(spec, device):
 
 
 @device_param
-@pytest.mark.parametrize("spec", [s for s in LOSSES if index_target(s)], ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in TRITON_LOSSES if index_target(s)],
+                         ids=lambda s: s.name)
 def test_hinge_kink_gradient_is_zero(spec, device):
     """At z = margin - x_t + x_k = 0 exactly the subgradient is 0 (strict z > 0, as torch)."""
     x = torch.tensor([[1.0, 0.0, 0.5]], device=device)  # z = 1 - 1 + 0 = 0 for class 1
@@ -410,8 +454,7 @@ def test_hinge_kink_gradient_is_zero(spec, device):
 
 @device_param
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-@pytest.mark.parametrize("spec", [s for s in LOSSES if not index_target(s)],
-                         ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in TRITON_LOSSES if logistic(s)], ids=lambda s: s.name)
 def test_logistic_losses_are_stable(spec, dtype, device):
     """Scores far in both tails, label 1 (valid in both label conventions): finite, and
     relatively accurate down to the exp(-20) = 2e-9 tail (log1p accuracy, and the tail added
@@ -440,7 +483,8 @@ def test_deterministic(spec, device, monkeypatch):
         call, _ = make_call(spec, inputs, target, weight, options, reduction)
         runs = [triton_backend.run(spec, call) for _ in range(2)]
         assert torch.equal(runs[0].loss, runs[1].loss)
-        assert torch.equal(runs[0].grads[0], runs[1].grads[0])
+        for a, b in zip(runs[0].grads, runs[1].grads, strict=True):
+            assert torch.equal(a, b)
 
 
 @device_param
@@ -502,8 +546,8 @@ def test_kernel_modules_follow_the_losses():
     kernels = importlib.import_module("marginloss.kernels")
     names = {m.name for m in pkgutil.iter_modules(kernels.__path__)}
     assert {n for n in names if not n.startswith("_")} == \
-        {s.name for s in LOSSES if "triton" in s.backends}
-    for spec in LOSSES:
+        {s.name for s in TRITON_LOSSES}
+    for spec in TRITON_LOSSES:
         assert triton_backend.launch_for(spec) is kernel_module(spec).launch
 
 
@@ -512,25 +556,29 @@ def test_kernel_modules_follow_the_losses():
 
 
 def _as_triton_op(spec, launch):
-    """``launch`` as a ``torch.library.triton_op`` taking ``(input, target, [weight],
-    *options, reduction)`` and returning ``(loss, grad)``, as marginloss._ops registers it."""
+    """``launch`` as a ``torch.library.triton_op`` taking ``(*inputs, [target], [weight],
+    *options, reduction)`` and returning ``(loss, *grads)``, as marginloss._ops registers it."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     types = {"int": int, "float": float}
-    params = [inspect.Parameter("input", kind, annotation=Tensor),
-              inspect.Parameter("target", kind, annotation=Tensor)]
+    params = [inspect.Parameter(name, kind, annotation=Tensor) for name in spec.inputs]
+    if spec.has_target:
+        params.append(inspect.Parameter("target", kind, annotation=Tensor))
     if spec.weighted:
         params.append(inspect.Parameter("weight", kind, annotation=Tensor | None))
     params += [inspect.Parameter(o.name, kind, annotation=types[o.type]) for o in spec.options]
     params.append(inspect.Parameter("reduction", kind, annotation=str))
+    n = len(spec.inputs)
 
     def body(*args):
-        x, target, *rest = args
+        xs, rest = tuple(args[:n]), list(args[n:])
+        target = rest.pop(0) if spec.has_target else None
         weight = rest.pop(0) if spec.weighted else None
         *options, reduction = rest
-        result = launch(Call((x,), target, weight, tuple(options), reduction, (True,)))
-        return result.loss, result.grads[0]
+        result = launch(Call(xs, target, weight, tuple(options), reduction, (True,) * n))
+        return (result.loss, *result.grads)
 
-    body.__signature__ = inspect.Signature(params, return_annotation=tuple[Tensor, Tensor])
+    body.__signature__ = inspect.Signature(params,
+                                           return_annotation=tuple[(Tensor,) * (1 + n)])
     body.__name__ = spec.name
     return torch.library.triton_op(f"marginloss_test::{spec.name}", body, mutates_args=())
 
@@ -550,11 +598,13 @@ def test_runs_as_a_triton_op(spec, device):
     weight = "class" if spec.weighted else None
     inputs, target, w, options = make(spec, 6, 37, torch.float32, device=device, weight=weight)
     call, _ = make_call(spec, inputs, target, w, options, "mean")
-    args = (call.input, call.target, *((call.weight,) if spec.weighted else ()),
-            *call.options, call.reduction)
-    loss, grad = op(*args)
+    args = (*call.inputs, *((call.target,) if spec.has_target else ()),
+            *((call.weight,) if spec.weighted else ()), *call.options, call.reduction)
+    loss, *grads = op(*args)
     expect = triton_backend.run(spec, call)
-    assert torch.equal(loss, expect.loss) and torch.equal(grad, expect.grads[0])
+    assert torch.equal(loss, expect.loss)
+    for g, e in zip(grads, expect.grads, strict=True):
+        assert torch.equal(g, e)
     if device == "cuda":
         torch.library.opcheck(op, args)
 
@@ -568,16 +618,17 @@ _FAKE_SCRIPT = textwrap.dedent("""
     from marginloss.backends import triton as triton_backend
     from marginloss.losses import LOSSES, Call
 
-    for spec in LOSSES:
+    for spec in [s for s in LOSSES if "triton" in s.backends]:
         launch = triton_backend.launch_for(spec)
         g = torch.Generator().manual_seed(0)
         inputs, target, kw = spec.sample(5, 37, dtype=torch.bfloat16, generator=g)
         weight = torch.rand(37) + 0.5 if spec.weighted else None
         options = tuple(kw.get(o.name, o.default) for o in spec.options)
         inputs, target, weight, options, _ = spec.prepare(inputs, target, weight, options)
+        n = len(inputs)
         for reduction in ("none", "mean", "sum"):
             for need in (True, False):
-                call = Call(inputs, target, weight, options, reduction, (need,))
+                call = Call(inputs, target, weight, options, reduction, (need,) * n)
                 ref = spec.torch_compute(call)
                 mode = FakeTensorMode()
                 fake = lambda t: None if t is None else mode.from_tensor(t)
@@ -585,14 +636,17 @@ _FAKE_SCRIPT = textwrap.dedent("""
                     out = launch(call._replace(inputs=tuple(map(fake, inputs)),
                                                target=fake(target), weight=fake(weight)))
                 assert out.loss.shape == ref.loss.shape and out.loss.dtype == ref.loss.dtype
-                assert (out.grads[0] is None) == (not need)
+                assert all((g is None) == (not need) for g in out.grads)
+
+                present = (target is not None, weight is not None)
 
                 def traced(*tensors):
-                    x, t, *w = tensors
-                    r = launch(Call((x,), t, w[0] if w else None, options, reduction, (need,)))
+                    xs, rest = tensors[:n], list(tensors[n:])
+                    t, w = (rest.pop(0) if p else None for p in present)
+                    r = launch(Call(xs, t, w, options, reduction, (need,) * n))
                     return (r.loss, *(g for g in r.grads if g is not None))
 
-                args = (inputs[0], target, *([weight] if weight is not None else []))
+                args = (*inputs, *(t for t in (target, weight) if t is not None))
                 for tracing_mode in ("fake", "symbolic"):  # static and dynamic shapes
                     graph = make_fx(traced, tracing_mode=tracing_mode)(*args).graph
                     ops = [str(n.target) for n in graph.nodes if n.op == "call_function"]
@@ -615,4 +669,4 @@ def test_launch_traces_with_fake_tensors():
     proc = subprocess.run([sys.executable, "-c", _FAKE_SCRIPT], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.split() == [w for s in LOSSES for w in ("traced", s.name)]
+    assert proc.stdout.split() == [w for s in TRITON_LOSSES for w in ("traced", s.name)]

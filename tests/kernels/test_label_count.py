@@ -18,7 +18,6 @@ from loss_cases import CASES
 
 pytest.importorskip("triton")
 
-import marginloss.functional as F  # noqa: E402
 from marginloss.backends import triton as triton_backend  # noqa: E402
 from marginloss.errors import LabelError  # noqa: E402
 from marginloss.losses import LOSSES  # noqa: E402
@@ -87,13 +86,13 @@ def test_valid_labels_count_zero_and_bad_labels_count_exactly(spec, device, n):
 @device_param
 @spec_param
 def test_each_mistake_is_counted_and_raises_the_cpu_error(spec, device):
+    case = CASES[spec.name]
     for mistake in _label_mistakes(spec):
-        x = mistake.input() if mistake.input else torch.randn(2, 3)
-        target = mistake.target(x)
-        assert _count(spec, (x.to(device),), target.to(device)) > 0, mistake.id
-        fn = getattr(F, spec.name)
+        inputs, target = case.mistake_call(mistake)  # every differentiable input
+        on_device = tuple(x.to(device) for x in inputs)
+        assert _count(spec, on_device, target.to(device)) > 0, mistake.id
         with pytest.raises(LabelError) as cpu:
-            fn(x, target, backend="torch")
+            case.run(inputs, target, backend="torch")
         with pytest.raises(LabelError) as ours:
-            fn(x.to(device), target.to(device), backend="triton")
+            case.run(on_device, target.to(device), backend="triton")
         assert str(ours.value) == str(cpu.value), mistake.id

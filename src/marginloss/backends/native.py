@@ -65,6 +65,8 @@ _VARIANTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native", "-f
 # struct ml_call (csrc/common.h): x[3], grad[3], target, weight (pointers), w_row_stride,
 # n_rows, n_cols, opt[4], gscale, reduction, n_threads, loss, rows
 _CALL = struct.Struct("=8Q3q5d2i2Q")
+# struct ml_ext: ext[2] (scalar extras), vec[2] (per-class vector extras)
+_EXT = struct.Struct("=2d2Q")
 _REDUCTION = {"none": 0, "mean": 1, "sum": 2}
 _TARGET_DTYPES = {1: torch.float32, 2: torch.int64}  # ML_TARGET_F32, ML_TARGET_I64
 _WEIGHT_CLASS, _WEIGHT_FULL = 1, 2
@@ -205,7 +207,8 @@ class _Info(ctypes.Structure):
                 ("n_inputs", ctypes.c_int32), ("n_opts", ctypes.c_int32),
                 ("elementwise", ctypes.c_int32), ("target", ctypes.c_int32),
                 ("target_ndim", ctypes.c_int32), ("weight", ctypes.c_int32),
-                ("check", ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.POINTER(ctypes.c_double)))]
+                ("check", ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.POINTER(ctypes.c_double))),
+                ("n_ext", ctypes.c_int32)]
 
 
 class _Kernel(NamedTuple):
@@ -219,6 +222,8 @@ class _Kernel(NamedTuple):
     target_ndim: int
     weight: int
     check: ctypes._CFuncPtr | None
+    n_ext: int = 0
+    fn_ext: ctypes._CFuncPtr | None = None  # ml_<name>_ext_f32 (n_ext > 0)
 
 
 _kernels: dict[str, _Kernel | str] = {}
@@ -248,9 +253,16 @@ def _find_kernel(name: str) -> _Kernel | str:
     info = describe().contents
     if info.abi != _ABI or info.call_size != _CALL.size:
         return f"the native kernel for {name} has another ABI ({info.abi}, {info.call_size})"
+    fn_ext = None
+    if info.n_ext:
+        try:
+            fn_ext = getattr(lib, f"ml_{name}_ext_f32")
+        except AttributeError:
+            return f"the native kernel for {name} declares extras but has no ml_{name}_ext_f32"
+        fn_ext.restype = ctypes.c_int64  # its arguments: the packed ml_call and ml_ext
     return _Kernel(fn, info.n_inputs, info.n_opts, bool(info.elementwise),
                    _TARGET_DTYPES.get(info.target), info.target_ndim, info.weight,
-                   info.check or None)
+                   info.check or None, info.n_ext, fn_ext)
 
 
 def _options_problem(k: _Kernel, options: tuple) -> str | None:
@@ -301,7 +313,21 @@ def unavailable(spec: LossSpec, call: Call) -> str | None:
         problem = _weight_problem(k, call.weight, x)
     if problem is None and (k.check is not None or len(call.options) != k.n_opts):
         problem = _options_problem(k, tuple(call.options))
+    if problem is None and spec.extras:
+        problem = _extras_problem(k, spec, spec.extra_values(call), x)
     return problem
+
+
+def _extras_problem(k: _Kernel, spec: LossSpec, extras: tuple, x: Tensor) -> str | None:
+    """Why the kernel cannot take these extras (the loss's own options), or None: it reads
+    every one of them, a tensor one is a contiguous float32 CPU vector of C entries."""
+    if k.n_ext != len(spec.extras):
+        return f"the native kernel takes {k.n_ext} of the {len(spec.extras)} extra options"
+    for o, v in zip(spec.extras, extras):
+        if isinstance(v, Tensor) and not (v.is_cpu and v.dtype is _F32 and v.dim() == 1
+                                          and v.shape[0] == x.shape[1] and v.is_contiguous()):
+            return f"the native kernels take `{o.name}` as a contiguous float32 (C,) CPU vector"
+    return None
 
 
 def _target_problem(k: _Kernel, target: Tensor | None, x: Tensor) -> str | None:
@@ -397,14 +423,21 @@ def run(spec: LossSpec, call: Call, check: bool = False) -> Result:
     opts = call.options
     if len(opts) != 4:
         opts = (*opts, *(0.0,) * (4 - len(opts)))
-    bad = k.fn(_CALL.pack(
+    packed = _CALL.pack(
         *ptrs, 0 if target is None else target.data_ptr(),
         0 if weight is None else weight.data_ptr(),
         n_cols if weight is not None and weight.dim() == 2 and weight.stride(0) else 0,
         n_rows, n_cols,
         *opts, _mean_scale(n_rows * n_cols if k.elementwise else n_rows)
         if reduction == 1 else 1.0, reduction,
-        1 if _forked else torch.get_num_threads(), loss.data_ptr(), 0))
+        1 if _forked else torch.get_num_threads(), loss.data_ptr(), 0)
+    if call.extras and k.fn_ext is not None:  # scalars in ext[i], vectors in vec[i]
+        vals = (*call.extras, *(None,) * (2 - len(call.extras)))
+        bad = k.fn_ext(packed, _EXT.pack(
+            *(0.0 if v is None or isinstance(v, Tensor) else float(v) for v in vals),
+            *(v.data_ptr() if isinstance(v, Tensor) else 0 for v in vals)))
+    else:  # no extras: each at its default
+        bad = k.fn(packed)
     if bad < 0:
         raise MemoryError(f"the native kernel for {spec.name} ran out of scratch memory")
     if spec.out_dtype is not input_dtype:  # (the inputs here are float32)

@@ -45,7 +45,17 @@
  * The descriptor (ml_kernel): abi and call_size let the caller refuse a library built for
  * another layout; then n_inputs, n_opts (at most 4), elementwise, the target's dtype
  * (ML_TARGET_*) and number of dimensions (1: (n_rows,), 2: (n_rows, n_cols)), the weights taken
- * (ML_WEIGHT_* bits), and check. Each file builds its descriptor with ML_KERNEL(...).
+ * (ML_WEIGHT_* bits), check, and n_ext (how many extras it takes: 0 unless built with
+ * ML_KERNEL_EXT). Each file builds its descriptor with ML_KERNEL(...) or ML_KERNEL_EXT(...).
+ *
+ * Extras. A loss with options of its own beyond torch's (LossSpec.extras, e.g. pos_weight,
+ * label_smoothing) declares n_ext > 0 and exports a third symbol,
+ *
+ *   int64_t ml_<name>_ext_f32(const ml_call *call, const ml_ext *ext);
+ *
+ * the same computation with the extras given (ml_<name>_f32 is the call with every extra at
+ * its default). ml_ext holds extra i in slot i: a scalar in ext[i], or a per-class vector in
+ * vec[i] (float32, n_cols entries, contiguous; NULL when not given).
  *
  * A row's loss is final (already divided by n_cols where the loss does that). Loss terms are
  * summed in float64 (or in float32 over short fixed spans, then float64) in a fixed order that
@@ -93,6 +103,11 @@ typedef struct ml_call {
     double *rows;
 } ml_call;
 
+typedef struct ml_ext {
+    double ext[2];
+    const float *vec[2];
+} ml_ext;
+
 typedef struct ml_kernel {
     int32_t abi;         /* ML_ABI */
     int32_t call_size;   /* sizeof(ml_call): the caller checks its layout against it */
@@ -105,12 +120,17 @@ typedef struct ml_kernel {
     /* check(opt): NULL when the kernel computes with these option values, else why not (one
      * line). The field is NULL when every value is fine. */
     const char *(*check)(const double *opt);
+    int32_t n_ext; /* extras (ml_ext slots) ml_<name>_ext_f32 takes, 0 to 2 */
 } ml_kernel;
 
 /* A kernel's descriptor, in the field order above from n_inputs on. */
 #define ML_KERNEL(n_inputs, n_opts, elementwise, target, target_ndim, weight, check)          \
     {ML_ABI, (int32_t)sizeof(ml_call), n_inputs, n_opts, elementwise, target, target_ndim,  \
-     weight, check}
+     weight, check, 0}
+/* The same for a kernel that also reads n_ext extras. */
+#define ML_KERNEL_EXT(n_inputs, n_opts, elementwise, target, target_ndim, weight, check, n_ext) \
+    {ML_ABI, (int32_t)sizeof(ml_call), n_inputs, n_opts, elementwise, target, target_ndim,  \
+     weight, check, n_ext}
 
 #if defined(__GNUC__) || defined(__clang__)
 #define ML_INLINE static inline __attribute__((always_inline))

@@ -107,7 +107,7 @@ class RowSplit(NamedTuple):
 
 
 def row_split(n_rows: int, n_classes: int, tile: int = 2048, warp_c: int = 128,
-              elems_per_thread: int = 8) -> RowSplit:
+              elems_per_thread: int = 8, min_tile: int = MIN_TILE) -> RowSplit:
     """Tiles, segments and row steps for a row kernel over ``(n_rows, n_classes)``.
 
     * The tile is ``block_n x block_c`` (up to ``tile`` elements). With enough rows a chunk is
@@ -116,7 +116,8 @@ def row_split(n_rows: int, n_classes: int, tile: int = 2048, warp_c: int = 128,
       to fill the tile. A short row takes the widest power of two that pads it by at most 1/8
       (``C = 20``: chunks of 4, no padding lanes; ``C = 1000``: 128), and rows are packed.
       When even the most segments leave under :data:`FILL` programs, the tile halves (down to
-      :data:`MIN_TILE` elements) while that still halves a program's work.
+      ``min_tile`` elements, :data:`MIN_TILE` by default) while that still halves a program's
+      work.
     * ``num_warps`` gives each thread about ``elems_per_thread`` elements of a tile.
     * Segments: when the row blocks give fewer than :data:`FILL` programs, each row is cut into
       ``n_seg`` segments of ``seg_len`` classes (a multiple of ``block_c`` and at least
@@ -140,7 +141,7 @@ def row_split(n_rows: int, n_classes: int, tile: int = 2048, warp_c: int = 128,
     def most_programs(bn, bc):
         return triton.cdiv(n, bn) * triton.cdiv(c, max(bc, MIN_SEGMENT))
 
-    while block_n * block_c > MIN_TILE and 2 * most_programs(block_n, block_c) <= FILL:
+    while block_n * block_c > min_tile and 2 * most_programs(block_n, block_c) <= FILL:
         if block_n > 1:
             block_n //= 2
         else:
@@ -194,13 +195,13 @@ def exp2_ftz(t, PTX: tl.constexpr):
 @triton.jit
 def rcp(d, PTX: tl.constexpr):
     """``1 / d`` in float32 for ``d`` in ``[2^-126, 2^126]``: one ``rcp.approx.ftz.f32`` (1 ulp)
-    on an NVIDIA GPU (``div.approx.f32`` would add a rescaling for tiny ``d``), an approximate
-    division elsewhere."""
+    on an NVIDIA GPU (``div.approx.f32`` would add a rescaling for tiny ``d``), a plain division
+    elsewhere (the interpreter, ROCm)."""
     if PTX:
         return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [d],
                                          dtype=tl.float32, is_pure=True, pack=1)
     else:
-        return tl.math.fdiv(1.0, d, approx=True)
+        return 1.0 / d  # (tl.math.fdiv(approx=) is not in Triton 3.6)
 
 
 @triton.jit
@@ -323,7 +324,7 @@ def _flat_block(
         mask = offs < rem
         x = to_f32(tl.load(x_ptr + offs, mask=mask, other=0.0), PTX)
         # the padding label is a valid one (0 / +1), so the label count needs no mask
-        y = to_f32(tl.load(y_ptr + offs, mask=mask, other=0 if MULTILABEL else 1), PTX)
+        y = to_f32(tl.load(y_ptr + offs, mask=mask, other=0.0 if MULTILABEL else 1.0), PTX)
     else:
         x = to_f32(tl.load(x_ptr + offs), PTX)
         y = to_f32(tl.load(y_ptr + offs), PTX)

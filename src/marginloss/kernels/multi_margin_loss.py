@@ -171,7 +171,7 @@ def _multi_margin_loss_kernel(
     SPLIT: tl.constexpr,  # n_seg > 1: partial results, the target's gradient left to torch
     CHECK: tl.constexpr,  # count the targets outside [0, C)
     ONE_CHUNK: tl.constexpr,  # seg_len == BLOCK_C: no chunk loop (short rows, short segments)
-    GRID_X: tl.constexpr,  # the grid's x extent when it has a z (row blocks beyond 2^31 - 1)
+    GRID_X: tl.constexpr,  # CUDA's grid x limit: row block = z GRID_X + x (a constant: no recompile)
     BLOCK_N: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
@@ -227,8 +227,9 @@ def _multi_margin_loss_kernel(
             tl.debug_barrier()  # after every thread's store of 0 at the target
             tl.store(g_rows + y, g_y.to(grad_ptr.dtype.element_ty), mask=valid)
     if CHECK:
-        if seg == 0:
-            tl.store(bad_ptr + rb, tl.sum((mask_n & ~valid).to(tl.int32), axis=0))
+        if seg == 0:  # (the last z slab of a huge grid has row blocks past the end)
+            tl.store(bad_ptr + rb, tl.sum((mask_n & ~valid).to(tl.int32), axis=0),
+                     mask=rb * BLOCK_N < n_rows)
 
 
 def launch(call: Call, check: bool = False) -> Result:
@@ -268,12 +269,12 @@ def launch(call: Call, check: bool = False) -> Result:
             n_rows, n_classes, cut.seg_len, cut.n_seg, float(margin),
             grad_scale(SPEC, call) / n_classes,
             P=int(p), HAS_WEIGHT=w is not None, NEED_GRAD=need_grad, SPLIT=split, CHECK=check,
-            ONE_CHUNK=cut.seg_len == cut.block_c, GRID_X=grid_x, BLOCK_N=cut.block_n,
+            ONE_CHUNK=cut.seg_len == cut.block_c, GRID_X=GRID_X, BLOCK_N=cut.block_n,
             BLOCK_C=cut.block_c, num_warps=cut.num_warps,
         )
     # (4) finish: the segments' partial sums, in a fixed order
     if grad is not None and split:
-        y = target.clamp(0, n_classes - 1).to(torch.int64).unsqueeze(1)  # bad targets: anywhere
+        y = target.to(torch.int64).clamp(0, n_classes - 1).unsqueeze(1)  # bad targets: anywhere
         grad.scatter_(1, y, grad_y.sum(dim=1, keepdim=True).to(grad.dtype))
     out_dtype = SPEC.out_dtype(call)
     if call.reduction == "none":

@@ -54,6 +54,20 @@ Two layouts, chosen from the shapes:
 Both fold the scale :math:`1/C` (times :math:`1/N` for ``"mean"``) into the gradient in the
 kernel. Reductions are deterministic (no atomics).
 
+**Options** (``pos_weight`` :math:`p`, ``label_smoothing`` :math:`\varepsilon`; constexpr
+flags, so a call without them compiles the kernel above): the rows layout only. The label
+becomes :math:`t = y (1 - \varepsilon) + \varepsilon/2` (one FMA); with :math:`p` (a
+``(C,)`` float32 vector loaded once per chunk, as a per-class weight), :math:`u = p t`,
+:math:`v = 1 - t` and :math:`a = v` (:math:`x \ge 0`) or :math:`-u`, the loss is
+:math:`a x + (v + u) \log(1 + e)` and the gradient :math:`a \mp (v + u)\, e r`: the same
+cancellation-free form. With the label check, the launcher adds the entries of :math:`p`
+that are negative or not finite to the count (torch ops on the device, no host read).
+
+**Registers**: tiles give each thread 8 elements when every tensor is read in 16-byte vectors,
+else 4 in tiles of half the size (an odd :math:`C` or stride: each element then needs its
+own 64-bit address; or a ``pos_weight``: 8 more float32 values per thread), which keeps every
+variant within 128 registers without spills on sm_90.
+
 Memory traffic per element: read the score and the label (and a full weight), write the
 gradient: 12 bytes in float32, 6 in bfloat16 with a bfloat16 mask; plus one float32 per row
 and segment (rows) or per program (flat). Extra memory: those partial sums.
@@ -73,8 +87,10 @@ from torch import Tensor
 
 from marginloss.backends._common import grad_scale, reduce_rows
 from marginloss.kernels._common import (
+    MIN_TILE,
     bad_label,
     flat_span,
+    logistic,
     logistic_flat_kernel,
     multilabel_terms,
     ptx_allowed,
@@ -86,6 +102,36 @@ from marginloss.losses.multilabel_soft_margin_loss import SPEC
 
 BLOCK = 2048  # flat layout: elements per step of a program (8 per thread at 8 warps)
 BLOCK_TILE = 2048  # rows layout: the most elements of a BLOCK_N x BLOCK_C tile (8 per thread)
+_FLOAT_MAX = torch.finfo(torch.float32).max
+
+
+@triton.jit
+def _terms(x, y, pw, smooth_a, smooth_b, POS_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr,
+           PTX: tl.constexpr):
+    """``(loss, grad)`` at score ``x``, label ``y`` (before the weight and the ``1/C`` scale),
+    with the options: the smoothed label ``t = y smooth_a + smooth_b`` (SMOOTH) and the
+    positive-class weight ``pw`` (POS_WEIGHT): ``loss = pw t softplus(-x) + (1 - t)
+    softplus(x)``, ``grad = (1 - t) sigmoid(x) - pw t sigmoid(-x)``.
+
+    With ``u = pw t``, ``v = 1 - t``, ``lw = v + u`` and ``a = v`` (x >= 0) or ``-u``:
+    ``loss = a x + lw log(1 + e)`` and ``grad = a -+ lw e r`` (``multilabel_terms``' form, exact
+    for hard labels; ``lw`` is exactly 1 without a positive weight)."""
+    t = y
+    if SMOOTH:
+        t = tl.fma(y, smooth_a, smooth_b)
+    if POS_WEIGHT:
+        e, r, s, q = logistic(x, PTX)
+        u = t * pw
+        v = 1.0 - t
+        lw = v + u
+        pos = x >= 0
+        a = tl.where(pos, v, -u)
+        er = e * r * lw
+        grad = tl.where(pos, a - er, a + er)
+        loss = tl.fma(s * q, lw, a * x)
+    else:
+        loss, grad = multilabel_terms(x, t, PTX)
+    return loss, grad
 
 
 @triton.jit
@@ -93,9 +139,10 @@ def _rows_chunk(
     x_rows, t_rows, w_rows, g_rows,  # [BLOCK_N, 1] row pointers at the segment (WEIGHT 1: the
     o,  # [1, BLOCK_C] class offsets in the segment                     (C,) vector's pointer)
     col_mask,  # [1, BLOCK_C] (MASKED: the segment's last chunk) or None
-    stride_tc, stride_wc, acc, bad, scale,
+    pw_seg,  # the positive weight's pointer at the segment (POS_WEIGHT; else unused)
+    stride_tc, stride_wc, acc, bad, scale, smooth_a, smooth_b,
     WEIGHT: tl.constexpr, NEED_GRAD: tl.constexpr, CHECK: tl.constexpr, MASKED: tl.constexpr,
-    PTX: tl.constexpr,
+    POS_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr, PTX: tl.constexpr,
 ):
     """One chunk of the tile: stores the gradient, adds the loss terms and bad labels. Rows are
     all valid (clamped), so only the last chunk of a segment has a mask, on the classes."""
@@ -105,7 +152,13 @@ def _rows_chunk(
     else:
         x = to_f32(tl.load(x_rows + o), PTX)
         y = to_f32(tl.load(t_rows + o * stride_tc), PTX)
-    loss, grad = multilabel_terms(x, y, PTX)
+    pw = x  # POS_WEIGHT False: unused
+    if POS_WEIGHT:  # per class: one [1, BLOCK_C] float32 vector for the whole tile
+        if MASKED:
+            pw = tl.load(pw_seg + o, mask=col_mask, other=0.0)
+        else:
+            pw = tl.load(pw_seg + o)
+    loss, grad = _terms(x, y, pw, smooth_a, smooth_b, POS_WEIGHT, SMOOTH, PTX)
     grad = grad * scale
     if WEIGHT != 0:
         if WEIGHT == 1:  # per class: one [1, BLOCK_C] vector for the whole tile
@@ -137,6 +190,7 @@ def _multilabel_soft_margin_loss_rows_kernel(
     x_ptr,  # (N, C) scores, fp16 / bf16 / fp32, unit class stride
     t_ptr,  # (N, C) mask in [0, 1], float / int / bool (row or class stride 0 allowed)
     w_ptr,  # WEIGHT 1: (C,) contiguous; 2: (N, C) with strides; else None
+    pw_ptr,  # (C,) float32 positive-class weight, contiguous (POS_WEIGHT; else None)
     rows_ptr,  # (n_seg, N) float32: each segment's share of the row losses (already / C)
     bad_ptr,  # (n_seg, row_programs) int32 bad-label counts (CHECK; else None)
     g_ptr,  # (N, C) d loss / d x in x's dtype, contiguous (NEED_GRAD; else None)
@@ -151,10 +205,13 @@ def _multilabel_soft_margin_loss_rows_kernel(
     row_steps,  # row blocks per program
     grad_scale,  # 1/C, times 1/N for "mean"
     inv_c,  # 1/C
+    smooth_a, smooth_b,  # label smoothing eps: 1 - eps, eps / 2 (SMOOTH)
     # meta-parameters
     WEIGHT: tl.constexpr,  # 0: none; 1: per class; 2: full
     NEED_GRAD: tl.constexpr,
     CHECK: tl.constexpr,
+    POS_WEIGHT: tl.constexpr,
+    SMOOTH: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_C: tl.constexpr,
     ALIGN: tl.constexpr,  # a power of two dividing C and the row strides (vector loads)
@@ -177,7 +234,6 @@ def _multilabel_soft_margin_loss_rows_kernel(
     n_full = count // BLOCK_C
     rem = count - n_full * BLOCK_C
     offs_c = tl.arange(0, BLOCK_C)
-    col_mask = (offs_c < rem)[None, :]
     rb0 = pid.to(tl.int64) * row_steps
     steps = tl.minimum(tl.cdiv(n_rows, BLOCK_N) - rb0, row_steps).to(tl.int32)
     n_bad = tl.zeros([BLOCK_N], dtype=tl.int32)
@@ -195,17 +251,23 @@ def _multilabel_soft_margin_loss_rows_kernel(
         g_rows = g_ptr  # NEED_GRAD False: unused
         if NEED_GRAD:
             g_rows = g_ptr + (rows_c * n_classes + c_lo)[:, None]
+        pw_seg = pw_ptr  # POS_WEIGHT False: unused
+        if POS_WEIGHT:
+            pw_seg = pw_ptr + c_lo
         acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.float32)  # per-lane running sums
         bad = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.float32)  # per-lane bad labels (exact)
         for i in range(0, n_full):
             acc, bad = _rows_chunk(x_rows, t_rows, w_rows, g_rows,
-                                   (i * BLOCK_C + offs_c)[None, :], None, stride_tc, stride_wc,
-                                   acc, bad, grad_scale, WEIGHT, NEED_GRAD, CHECK, False, PTX)
-        if rem > 0:
+                                   (i * BLOCK_C + offs_c)[None, :], None, pw_seg, stride_tc,
+                                   stride_wc, acc, bad, grad_scale, smooth_a, smooth_b, WEIGHT,
+                                   NEED_GRAD, CHECK, False, POS_WEIGHT, SMOOTH, PTX)
+        if rem > 0:  # (the mask made here, not kept live through the loop: predicates)
+            col_mask = (offs_c < rem)[None, :]
             acc, bad = _rows_chunk(x_rows, t_rows, w_rows, g_rows,
-                                   (n_full * BLOCK_C + offs_c)[None, :], col_mask, stride_tc,
-                                   stride_wc, acc, bad, grad_scale, WEIGHT, NEED_GRAD, CHECK,
-                                   True, PTX)
+                                   (n_full * BLOCK_C + offs_c)[None, :], col_mask, pw_seg,
+                                   stride_tc, stride_wc, acc, bad, grad_scale, smooth_a,
+                                   smooth_b, WEIGHT, NEED_GRAD, CHECK, True, POS_WEIGHT, SMOOTH,
+                                   PTX)
         tl.store(rows_ptr + seg.to(tl.int64) * n_rows + rows, tl.sum(acc, axis=1) * inv_c,
                  mask=mask_n)
         if CHECK:  # a clamped (repeated) row is not counted twice
@@ -230,8 +292,10 @@ def _align(*values: int) -> int:
 
 def _flat(call: Call) -> bool:
     """Whether ``call`` takes the flat layout: a reduced loss over contiguous ``x`` and ``y``
-    (and a contiguous full weight, or none)."""
+    (and a contiguous full weight, or none), without the options (the rows layout has them)."""
     if call.reduction == "none" or not call.input.is_contiguous():
+        return False
+    if call.extras and (call.extras[0] is not None or call.extras[1]):
         return False
     t, w = call.target, call.weight
     if not t.is_contiguous():  # a broadcast target: the rows layout reads it in place
@@ -245,9 +309,11 @@ def launch(call: Call, check: bool = False) -> Result:
     0-d int64 tensor on the input's device.
 
     ``call.input`` and ``call.target`` are ``(N, C)`` (the target possibly a stride-0 view);
-    ``call.weight`` is None, a per-class ``(C,)`` vector or a full ``(N, C)`` weight. Target
-    and weight are read through their strides, never materialised. Traceable: shapes decide
-    everything.
+    ``call.weight`` is None, a per-class ``(C,)`` vector or a full ``(N, C)`` weight;
+    ``call.extras`` ``(pos_weight, label_smoothing)`` (or ``()``): None or a ``(C,)`` vector,
+    and a float in [0, 1). Target and weight are read through their strides, never
+    materialised. With ``check``, the entries of ``pos_weight`` that are negative or not finite
+    are counted too. Traceable: shapes (and whether there are options) decide everything.
     """
     input, weight = call.input, call.weight
     need_grad = call.need_grad[0]
@@ -295,6 +361,9 @@ def _launch_rows(call: Call, grad: Tensor | None, scale: float, out_dtype, check
     input, weight = call.input, call.weight
     n_rows, n_classes = input.shape
     dev = input.device
+    pos_weight, eps = SPEC.extra_values(call)
+    if pos_weight is not None:
+        pos_weight = pos_weight.to(torch.float32).contiguous()
     # (1) the layout the kernel reads: unit class stride for the scores
     x = input if input.stride(1) == 1 else input.contiguous()
     t = _unit_or_zero_stride(call.target)
@@ -308,7 +377,15 @@ def _launch_rows(call: Call, grad: Tensor | None, scale: float, out_dtype, check
         mode, (stride_wn, stride_wc) = 2, weight.stride()
     align = _align(n_classes, x.stride(0), t.stride(0) if t.stride(1) else 0,
                    stride_wn if stride_wc else 0)
-    split = row_split(n_rows, n_classes, BLOCK_TILE, 32 * 16 // x.element_size())
+    # 8 elements per thread when every tensor is read in 16-byte vectors; else (an odd C, a
+    # misaligned stride) each element needs its own 64-bit address: 4 per thread in tiles of
+    # half the size (same warps), which keeps every variant within 128 registers without
+    # spills (up to 218 registers with 8; 2 warps on a 256-element tile spill predicates).
+    # A pos_weight (float32, 8 more live values per thread) takes the 4 as well.
+    wide = align * min(x.element_size(), t.element_size()) >= 16 and pos_weight is None
+    split = row_split(n_rows, n_classes, BLOCK_TILE if wide else BLOCK_TILE // 2,
+                      32 * 16 // x.element_size(), 8 if wide else 4,
+                      MIN_TILE if wide else MIN_TILE // 2)
     # (2) allocate
     rows = torch.empty((split.n_seg, n_rows), dtype=torch.float32, device=dev)
     bad = torch.zeros((split.n_seg, split.row_programs), dtype=torch.int32, device=dev) \
@@ -318,15 +395,18 @@ def _launch_rows(call: Call, grad: Tensor | None, scale: float, out_dtype, check
         torch.library.wrap_triton(_multilabel_soft_margin_loss_rows_kernel)[
             (split.row_programs, split.n_seg)
         ](
-            x, t, weight, rows, bad, grad,
+            x, t, weight, pos_weight, rows, bad, grad,
             x.stride(0), t.stride(0), t.stride(1), stride_wn, stride_wc,
             n_rows, n_classes, split.seg_len // split.block_c, split.row_steps, scale,
-            1.0 / n_classes,
+            1.0 / n_classes, 1.0 - eps, 0.5 * eps,
             WEIGHT=mode, NEED_GRAD=grad is not None, CHECK=check,
+            POS_WEIGHT=pos_weight is not None, SMOOTH=bool(eps),
             BLOCK_N=split.block_n, BLOCK_C=split.block_c, ALIGN=align,
             PTX=ptx_allowed(_multilabel_soft_margin_loss_rows_kernel),
             num_warps=split.num_warps, enable_fp_fusion=True,
         )
     row_loss = rows[0] if split.n_seg == 1 else rows.sum(0)  # segments in a fixed order
-    return Result(reduce_rows(row_loss, call.reduction, out_dtype), (grad,),
-                  bad.sum() if check else None)
+    bad_labels = bad.sum() if check else None
+    if check and pos_weight is not None:  # negative or not finite (NaN included)
+        bad_labels = bad_labels + (~((pos_weight >= 0) & (pos_weight <= _FLOAT_MAX))).sum()
+    return Result(reduce_rows(row_loss, call.reduction, out_dtype), (grad,), bad_labels)

@@ -9,10 +9,14 @@ tests discover the losses from :data:`LOSSES`; adding a loss adds one line here.
 from __future__ import annotations
 
 from marginloss.losses import (
+    cosine_embedding_loss,
+    hinge_embedding_loss,
+    margin_ranking_loss,
     multi_margin_loss,
     multilabel_margin_loss,
     multilabel_soft_margin_loss,
     soft_margin_loss,
+    triplet_margin_loss,
 )
 from marginloss.losses._spec import Call, LossSpec, Option, Result
 
@@ -22,6 +26,10 @@ LOSSES: tuple[LossSpec, ...] = (
     multilabel_soft_margin_loss.SPEC,
     multi_margin_loss.SPEC,
     multilabel_margin_loss.SPEC,
+    hinge_embedding_loss.SPEC,
+    margin_ranking_loss.SPEC,
+    triplet_margin_loss.SPEC,
+    cosine_embedding_loss.SPEC,
 )
 
 __all__ = ["LOSSES", "Call", "LossSpec", "Option", "Result", "by_name"]

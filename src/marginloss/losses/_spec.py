@@ -12,7 +12,10 @@ metadata only) and views them in the loss's canonical layout, a :class:`Call`:
 * ``target`` is row-aligned: ``(N, ...)``, its first dimension the input's rows (``(N, C)`` or
   ``(N,)``);
 * ``weight`` is what it is: a per-class vector ``(C,)``, or a full ``(N, C)`` weight;
-* ``options`` are the loss's scalar options in declared order (``p``, ``margin``, ...).
+* ``options`` are the loss's scalar options in declared order (``p``, ``margin``, ...);
+* ``extras`` are the loss's own keyword-only options beyond torch's (``LossSpec.extras``: a
+  scalar, or an optional per-class ``(C,)`` tensor such as ``pos_weight``), canonical
+  (``LossSpec.prepare_extras``); ``()`` means every one at its default.
 
 Every backend computes from a :class:`Call` and returns a :class:`Result`: the loss (0-d for
 ``"mean"``/``"sum"``; per row ``(N,)``, or per element ``(N, C)`` for elementwise losses, for
@@ -42,6 +45,7 @@ class Call(NamedTuple):
     options: tuple[Any, ...]
     reduction: str
     need_grad: tuple[bool, ...]
+    extras: tuple[Any, ...] = ()
 
     @property
     def input(self) -> Tensor:
@@ -69,7 +73,9 @@ def input_dtype(call: Call) -> torch.dtype:
 
 @dataclass(frozen=True)
 class Option:
-    """A scalar option of a loss: its name, schema type (``"int"`` or ``"float"``), default."""
+    """An option of a loss: its name, schema type and default. ``LossSpec.options`` (torch's)
+    are scalars, ``"int"`` or ``"float"``; ``LossSpec.extras`` (our own) may also be
+    ``"Tensor?"``: an optional tensor (None by default), per class ``(C,)`` once canonical."""
 
     name: str
     type: str
@@ -99,6 +105,14 @@ class LossSpec:
         has_target: Whether the loss takes a ``target`` tensor.
         weighted: Whether the loss takes a ``weight`` tensor.
         options: The scalar options, in the order the operator takes them.
+        extras: The loss's own keyword-only options beyond torch's signature (e.g.
+            ``pos_weight``, ``label_smoothing``), in the order the operator takes them after
+            ``options``. Kept apart from ``options`` so that everything that passes
+            ``options`` to torch's function (the tests' oracle) stays torch's; a
+            :class:`Call` without them (``extras=()``) means their defaults.
+        prepare_extras: ``(call, extras) -> extras``: checks ``extras`` against the canonical
+            ``call`` (metadata only; values are read in ``check_labels``) and returns them as
+            the operator takes them (tensors per class ``(C,)``, in the computation dtype).
         elementwise: ``"none"`` gives one loss per element ``(N, C)`` instead of per row.
         backends: The backends that have a kernel for this loss (``"torch"`` always does).
         fused_label_check: The backends whose kernel counts bad labels in its own pass.
@@ -119,6 +133,8 @@ class LossSpec:
     has_target: bool = True
     weighted: bool = False
     options: tuple[Option, ...] = ()
+    extras: tuple[Option, ...] = ()
+    prepare_extras: Callable[..., tuple] | None = None
     elementwise: bool = False
     backends: tuple[str, ...] = ("torch",)
     fused_label_check: tuple[str, ...] = ()
@@ -134,7 +150,15 @@ class LossSpec:
         checked and viewed by ``prepare``, every input needing its gradient."""
         options = tuple(kwargs.get(o.name, o.default) for o in self.options)
         xs, t, w, opts, _ = self.prepare(tuple(inputs), target, kwargs.get("weight"), options)
-        return Call(xs, t, w, opts, reduction, (True,) * len(xs))
+        call = Call(xs, t, w, opts, reduction, (True,) * len(xs))
+        if self.extras:
+            extras = tuple(kwargs.get(o.name, o.default) for o in self.extras)
+            call = call._replace(extras=self.prepare_extras(call, extras))
+        return call
+
+    def extra_values(self, call: Call) -> tuple:
+        """``call.extras``, or every extra at its default when the call has none."""
+        return call.extras or tuple(o.default for o in self.extras)
 
     def loss_shape(self, call: Call) -> tuple[int, ...]:
         """Shape of the operator's loss output for ``call``."""

@@ -21,7 +21,9 @@ Terms with a zero count are left out rather than multiplied by 0, so scores of :
 sums are accumulated in float64 so their difference keeps full precision.
 
 Canonical call: ``input`` ``(N, C)`` (a 0-d or ``(C,)`` input is one row), ``target`` ``(N, C)``
-integer class indices padded with -1.
+integer class indices padded with -1, or narrower, ``(N, W)`` with :math:`W \le C` (the same
+rows without their padding columns; the torch backend and the Triton kernel take it as it is;
+the C kernel reads full rows, so on the CPU such a call runs on the torch backend).
 """
 
 from __future__ import annotations
@@ -49,14 +51,18 @@ def prepare(inputs: tuple[Tensor, ...], target: Tensor, weight: None, options: t
         "For a 0/1 multi-hot mask use `multilabel_soft_margin_loss`, or convert it with "
         "`marginloss.labels.multi_hot_to_padded(target)`.",
     )
-    ok = (target.shape == input.shape) if input.dim() == 2 else (
+    # a 2-D target may be narrower than the input, (N, W) with 1 <= W <= C: the rows padded
+    # with -1 up to C, without the padding (marginloss.sparse builds such targets)
+    ok = (target.dim() == 2 and target.shape[0] == input.shape[0]
+          and 1 <= target.shape[1] <= n_classes) if input.dim() == 2 else (
         target.dim() <= 1 and target.numel() == n_classes)
     if not ok:
         raise ShapeError(
-            f"{NAME}: `target` must have the input's shape {_checks.shape_str(input)}: each row "
-            f"lists the sample's class indices, padded with -1; got "
-            f"{_checks.shape_str(target)}. Build it from label sets with "
-            f"`marginloss.labels.sets_to_padded(sets, num_classes={n_classes})`."
+            f"{NAME}: `target` must have the input's shape {_checks.shape_str(input)} (or be "
+            f"narrower: (N, W), W <= C): each row lists the sample's class indices, padded "
+            f"with -1; got {_checks.shape_str(target)}. Build it from label sets with "
+            f"`marginloss.labels.sets_to_padded(sets, num_classes={n_classes})`, or pass the "
+            f"positives as a sparse target (see marginloss.sparse)."
         )
     x = _checks.as_rows(input)
     none_shape = () if target.dim() <= 1 else (x.shape[0],)
@@ -70,9 +76,10 @@ def check_labels(call: Call) -> None:
     if target.numel() == 0:
         return
     lo, hi = _checks.read_back(*torch.aminmax(target))
-    if lo >= -1 and hi < n_classes and not (lo >= 0 and hi <= 1 and n_classes > 2):
+    mask_like = lo >= 0 and hi <= 1 and n_classes > 2 and target.shape[1] == n_classes
+    if lo >= -1 and hi < n_classes and not mask_like:
         return
-    if lo >= 0 and hi <= 1:
+    if mask_like:
         raise LabelError(
             f"{NAME}: `target` looks like a 0/1 multi-hot mask (only 0 and 1, no -1 padding), "
             f"but this loss takes class-index lists padded with -1 (row [3, 0, -1, -1] means "
@@ -102,7 +109,7 @@ def torch_compute(call: Call) -> Result:
         e = min(n_rows, s + step)
         t = target[s:e]
         has_end, first = (t < 0).max(dim=1)  # the first -1 of each row (max returns the first)
-        first = first.masked_fill_(~has_end, n_cols)  # list length per row
+        first = first.masked_fill_(~has_end, t.shape[1])  # list length per row
         k_max = int(first.max())
         if k_max == 0:
             if grad is not None:
@@ -148,7 +155,7 @@ SPEC = LossSpec(
     module="MultiLabelMarginLoss",
     convention="integer (N, C), class indices padded with -1 (the list ends at the first -1)",
     backends=KERNELS,
-    fused_label_check=("native",),  # the C kernels count bad labels in their pass
+    fused_label_check=("native", "triton"),  # the C and Triton kernels count bad labels
     prepare=prepare,
     check_labels=check_labels,
     torch_compute=torch_compute,

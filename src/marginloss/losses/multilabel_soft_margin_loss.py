@@ -11,6 +11,22 @@ For row :math:`n` of :math:`C` classes, scores :math:`x`, mask :math:`y \in [0, 
 which equals torch's :math:`-[y \log\sigma(x) + (1-y)\log\sigma(-x)]`, with
 :math:`\operatorname{softplus}(x) = \max(x, 0) + \log(1 + e^{-|x|})` (stable for any score).
 
+Two options of our own (``LossSpec.extras``, keyword-only): a positive-class weight
+:math:`p \in [0, \infty)^C` (``pos_weight``, as in ``BCEWithLogitsLoss``) and label smoothing
+:math:`\varepsilon \in [0, 1)` (``label_smoothing``), which replaces the mask by
+:math:`t = y (1 - \varepsilon) + \varepsilon / 2` before everything:
+
+.. math::
+    \ell_n = \frac{1}{C} \sum_c w_{nc} \bigl(p_c\, t_{nc} \operatorname{softplus}(-x_{nc})
+    + (1 - t_{nc}) \operatorname{softplus}(x_{nc})\bigr), \qquad
+    \frac{\partial \ell_n}{\partial x_{nc}} = \frac{w_{nc}}{C}\bigl((1 - t_{nc})\,
+    \sigma(x_{nc}) - p_c\, t_{nc}\, \sigma(-x_{nc})\bigr)
+
+(:math:`p = 1`, :math:`\varepsilon = 0`: the loss above). ``pos_weight`` must have shape
+``(C,)`` (or one value), is used in the math's dtype (float32, float64 for a float64 loss) and
+does not change the loss's dtype; with ``validate=True`` its values must be finite and
+:math:`\ge 0` (checked with the labels).
+
 Canonical call: ``input`` ``(N, C)`` (leading dimensions flattened; computed in the dtype torch
 promotes ``input``, ``target`` and ``weight`` to), ``target`` ``(N, C)`` (possibly a stride-0
 broadcast view; integer and bool masks arrive as they are), ``weight`` a per-class ``(C,)``
@@ -25,9 +41,9 @@ from torch import Tensor
 
 from marginloss import _checks
 from marginloss.backends._common import acc_dtype, grad_scale, reduce_rows
-from marginloss.errors import LabelError, ShapeError
+from marginloss.errors import DtypeError, LabelError, ShapeError
 from marginloss.losses import _logistic
-from marginloss.losses._spec import KERNELS, Call, LossSpec, Result
+from marginloss.losses._spec import KERNELS, Call, LossSpec, Option, Result
 
 NAME = "multilabel_soft_margin_loss"
 
@@ -89,8 +105,71 @@ def prepare(inputs: tuple[Tensor, ...], target: Tensor, weight: Tensor | None, o
     return (x,), t, weight, (), tuple(input.shape[:-1])
 
 
+_FLOAT_MAX = torch.finfo(torch.float32).max
+_NUMBERS = (int, float, torch.SymInt, torch.SymFloat)
+
+
+def prepare_extras(call: Call, extras: tuple) -> tuple:
+    """``(pos_weight, label_smoothing)`` checked (metadata only) and canonical: ``pos_weight``
+    None or a contiguous ``(C,)`` vector in the math's dtype, ``label_smoothing`` a float."""
+    pos_weight, eps = extras
+    if isinstance(eps, bool) or not isinstance(eps, _NUMBERS):
+        raise DtypeError(f"{NAME}: `label_smoothing` must be a float in [0, 1), got "
+                         f"{type(eps).__name__}.")
+    if isinstance(eps, int):
+        eps = float(eps)
+    if not (0.0 <= eps < 1.0):  # NaN fails too
+        raise ValueError(
+            f"{NAME}: `label_smoothing` must lie in [0, 1), got {eps}: 0 keeps the 0/1 "
+            f"targets, 0.1 turns them into 0.05 / 0.95."
+        )
+    if pos_weight is None:
+        return None, eps
+    x = call.input
+    n_classes = x.shape[1]
+    if not isinstance(pos_weight, torch.Tensor):
+        raise DtypeError(f"{NAME}: `pos_weight` must be a torch.Tensor or None, got "
+                         f"{type(pos_weight).__name__}.")
+    if not (pos_weight.is_floating_point() or pos_weight.dtype in
+            (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise DtypeError(f"{NAME}: `pos_weight` must be a real tensor, got {pos_weight.dtype}.")
+    _checks.check_same_device(NAME, "pos_weight", pos_weight, x)
+    _checks.check_no_grad(NAME, "pos_weight", pos_weight)
+    if pos_weight.dim() > 1 or pos_weight.numel() not in (1, n_classes):
+        raise ShapeError(
+            f"{NAME}: `pos_weight` of shape {_checks.shape_str(pos_weight)} does not fit "
+            f"{n_classes} classes; pass one weight per class, shape ({n_classes},) (the weight "
+            f"of each class's positive term, e.g. num_negatives / num_positives)."
+        )
+    dtype = acc_dtype(out_dtype(call))
+    if pos_weight.dtype != dtype:
+        pos_weight = pos_weight.to(dtype)
+    if pos_weight.dim() != 1 or pos_weight.shape[0] != n_classes:
+        pos_weight = pos_weight.reshape(1).expand(n_classes)
+    return pos_weight.contiguous(), eps
+
+
+def check_pos_weight(call: Call) -> None:
+    """``pos_weight`` (when given) is finite and >= 0 (else ValueError, with the likely fix)."""
+    pos_weight = SPEC.extra_values(call)[0]
+    if pos_weight is None or pos_weight.numel() == 0:
+        return
+    if bool(((pos_weight >= 0) & (pos_weight <= _FLOAT_MAX)).all()):
+        return
+    raise ValueError(
+        f"{NAME}: `pos_weight` must be finite and >= 0 (the weight of each class's positive "
+        f"term), but it holds {_checks.values_preview(pos_weight)}. A class without positives "
+        f"gives an infinite num_negatives / num_positives: clamp it "
+        f"(`pos_weight.clamp(max=...)`) or leave the class out. Pass validate=False to skip "
+        f"this check."
+    )
+
+
 def check_labels(call: Call) -> None:
-    """``target`` lies in [0, 1] (else :class:`LabelError`, with the likely fix)."""
+    """``target`` lies in [0, 1] (else :class:`LabelError`, with the likely fix), and
+    ``pos_weight`` is finite and >= 0 (else ValueError)."""
+    if call.extras:
+        check_pos_weight(call)
     target = _checks.compact(call.target)
     if target.numel() == 0:
         return
@@ -132,6 +211,10 @@ def torch_compute(call: Call) -> Result:
     per element, where it is exact; the two sums apart would cancel catastrophically) plus the
     tails' sum from :func:`~marginloss.losses._logistic.sum_log1p`.
     """
+    if call.extras:
+        pos_weight, eps = call.extras
+        if pos_weight is not None or eps:
+            return _compute_with_options(call, pos_weight, eps)
     input, target, weight, reduction = call.input, call.target, call.weight, call.reduction
     acc = acc_dtype(input.dtype)
     n_rows, n_cols = input.shape
@@ -187,6 +270,49 @@ def torch_compute(call: Call) -> Result:
     return Result(total.to(out), (grad,))
 
 
+def _compute_with_options(call: Call, pos_weight: Tensor | None, eps: float) -> Result:
+    r"""The loss and gradient with ``pos_weight`` and/or label smoothing, in blocks of torch
+    ops: with :math:`t` the smoothed label, :math:`u = p t` and :math:`L = \log(1 + e^{-|x|})`,
+    the loss is :math:`(1 - t) \max(x, 0) - u \min(x, 0) + ((1 - t) + u) L` and the gradient
+    :math:`(1 - t) \sigma(x) - u \sigma(-x)` (no :math:`1 - 1` cancellation for hard labels)."""
+    input, target, weight, reduction = call.input, call.target, call.weight, call.reduction
+    acc = acc_dtype(input.dtype)
+    n_rows, n_cols = input.shape
+    dev = input.device
+    out = out_dtype(call)
+    grad = torch.empty_like(input) if call.need_grad[0] else None
+    if n_cols == 0:  # 0 / 0, as torch
+        rows = torch.full((n_rows,), float("nan"), dtype=acc, device=dev)
+        return Result(reduce_rows(rows, reduction, out), (grad,))
+    scale = grad_scale(SPEC, call) / n_cols
+    if weight is not None:
+        weight = weight.to(acc)
+        if weight.dim() == 1:
+            weight = weight.expand(n_rows, n_cols)
+    if pos_weight is not None:
+        pos_weight = pos_weight.to(acc)
+    rows = torch.empty(n_rows, dtype=acc, device=dev)
+    for s, e in _logistic.blocks(n_rows, n_cols):
+        xs, t = input[s:e].to(acc), target[s:e].to(acc)
+        if eps:
+            t = t * (1.0 - eps) + 0.5 * eps
+        u = t * pos_weight if pos_weight is not None else t  # the positive term's factor
+        v = 1.0 - t  # the negative term's factor
+        if grad is not None:
+            g = v * torch.sigmoid(xs) - u * torch.sigmoid(-xs)
+            if weight is not None:
+                g *= weight[s:e]
+            grad[s:e] = g * scale
+        tail = _logistic.neg_tail(xs, torch.empty_like(xs)).log1p_().neg_()
+        loss = xs.clamp(min=0) * v - xs.clamp(max=0) * u
+        loss += tail * (v + u) if pos_weight is not None else tail
+        if weight is not None:
+            loss *= weight[s:e]
+        torch.sum(loss, dim=1, out=rows[s:e])
+    rows /= n_cols
+    return Result(reduce_rows(rows, reduction, out), (grad,))
+
+
 def sample(n: int, c: int, *, dtype=torch.float32, device="cpu", generator=None):
     """Scores ``(n, c)`` and a 0/1 mask of the same shape (about half the classes present)."""
     x = torch.randn(n, c, generator=generator).to(device=device, dtype=dtype)
@@ -199,6 +325,8 @@ SPEC = LossSpec(
     module="MultiLabelSoftMarginLoss",
     convention="float (N, C), a 0/1 multi-hot mask (soft labels in [0, 1] allowed)",
     weighted=True,
+    extras=(Option("pos_weight", "Tensor?", None), Option("label_smoothing", "float", 0.0)),
+    prepare_extras=prepare_extras,
     backends=KERNELS,
     fused_label_check=("native", "triton"),  # the C and Triton kernels count bad labels
     full_weight=True,
