@@ -269,4 +269,35 @@ ML_INLINE float ml_logistic(float v, float *sig_big, float *e_out) {
 #define ML_CHUNK (16 * 1024) /* elements per chunk (a multiple of ML_SPAN) */
 #define ML_STACK_PARTS 1024  /* partial sums kept on the stack before the heap is used */
 
+/* Chunk k of an elementwise kernel: stores its loss / gradient elements, writes its float64
+ * sum to *part (for a reduced loss) and returns its count of bad labels. */
+typedef int64_t (*ml_chunk_fn)(const ml_call *c, int64_t k, double *part);
+
+/* The driver of the elementwise kernels: all n_rows * n_cols elements in chunks of ML_CHUNK
+ * (over threads when that pays), the chunks' sums added in chunk order (no result depends on
+ * the thread count), c->loss[0] set for "mean" / "sum". Returns the bad-label count, or
+ * ML_ERR_NOMEM. Inlined, so run_chunk is a direct (inlinable) call in each kernel. */
+ML_INLINE int64_t ml_run_elementwise(const ml_call *c, ml_chunk_fn run_chunk) {
+    int64_t n = c->n_rows * c->n_cols;
+    int64_t n_chunks = (n + ML_CHUNK - 1) / ML_CHUNK;
+    double stack[ML_STACK_PARTS];
+    double *parts = ml_doubles(stack, ML_STACK_PARTS, n_chunks);
+    int nt = ml_threads(c->n_threads, n, ML_CHUNK);
+    if (!parts) return ML_ERR_NOMEM;
+    int64_t bad = 0;
+    if (nt == 1) {
+        for (int64_t k = 0; k < n_chunks; k++) bad += run_chunk(c, k, &parts[k]);
+    } else {
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : bad)
+        for (int64_t k = 0; k < n_chunks; k++) bad += run_chunk(c, k, &parts[k]);
+    }
+    if (c->reduction != ML_NONE) {
+        double total = 0.0;
+        for (int64_t k = 0; k < n_chunks; k++) total += parts[k];
+        c->loss[0] = (float)(c->reduction == ML_MEAN ? total / (double)n : total);
+    }
+    ml_free_doubles(parts, stack);
+    return bad;
+}
+
 #endif /* MARGINLOSS_COMMON_H */

@@ -74,24 +74,5 @@ static int64_t run_chunk(const ml_call *c, int64_t k, double *sum) {
 }
 
 int64_t ml_soft_margin_loss_f32(const ml_call *c) {
-    int64_t n = c->n_rows * c->n_cols;
-    int64_t n_chunks = (n + ML_CHUNK - 1) / ML_CHUNK;
-    double stack[ML_STACK_PARTS];
-    double *parts = ml_doubles(stack, ML_STACK_PARTS, n_chunks);
-    int nt = ml_threads(c->n_threads, n, ML_CHUNK);
-    if (!parts) return ML_ERR_NOMEM;
-    int64_t bad = 0;
-    if (nt == 1) {
-        for (int64_t k = 0; k < n_chunks; k++) bad += run_chunk(c, k, &parts[k]);
-    } else {
-#pragma omp parallel for num_threads(nt) schedule(static) reduction(+ : bad)
-        for (int64_t k = 0; k < n_chunks; k++) bad += run_chunk(c, k, &parts[k]);
-    }
-    if (c->reduction != ML_NONE) {
-        double total = 0.0;
-        for (int64_t k = 0; k < n_chunks; k++) total += parts[k];
-        c->loss[0] = (float)(c->reduction == ML_MEAN ? total / (double)n : total);
-    }
-    ml_free_doubles(parts, stack);
-    return bad;
+    return ml_run_elementwise(c, run_chunk);
 }
