@@ -61,10 +61,14 @@ def run(spec: LossSpec, inputs: tuple, target, weight, options: tuple, size_aver
         # skips the checks and the backend choice it passed then: they read only metadata
         key = _signature(spec, inputs, target, weight, options, reduction, validate, backend,
                          grad_on, backends.generation, extras=extras)
-        plan = _PLANS.get(key) if key is not None else None
+        try:
+            plan = _PLANS.get(key) if key is not None else None
+        except TypeError:  # an unhashable option or extra: no plan
+            key = plan = None
         if plan is not None:
-            call = Call(inputs, target, weight, plan.options, reduction, plan.need_grad,
-                        _plan_extras(plan.extras, extras) if extras else ())
+            # (tuple.__new__: a NamedTuple's own __new__ is a Python function, 0.3 us)
+            call = _new(Call, (inputs, target, weight, plan.options, reduction, plan.need_grad,
+                               _plan_extras(plan.extras, extras) if extras else ()))
             if plan.grad:
                 return _EAGER_APPLY((spec, call, validate, backend, plan.backend), *inputs)
             return _ops.compute(spec, call, validate, backend, plan.backend).loss
@@ -94,6 +98,8 @@ def run(spec: LossSpec, inputs: tuple, target, weight, options: tuple, size_aver
                 and all(a is b for a, b in zip(call.extras, extras) if isinstance(b, Tensor))):
             if len(_PLANS) >= 256:
                 _PLANS.clear()
+            if hasattr(chosen, "planned"):  # the backend specialised to this metadata
+                chosen = chosen.planned(spec, call)
             _PLANS[key] = _Plan(options_c, need, True in need, chosen,
                                 call.extras)  # canonical already
     else:
@@ -117,36 +123,40 @@ class _Plan(NamedTuple):
     options: tuple
     need_grad: tuple[bool, ...]
     grad: bool  # True in need_grad
-    backend: ModuleType
+    backend: ModuleType  # or what its ``planned(spec, call)`` returned (same contract)
     extras: tuple = ()  # canonical extras (their tensors: the user's own, see _plan_extras)
 
 
 _PLANS: dict[tuple, _Plan] = {}
+_new = tuple.__new__
 
 
 def _signature(spec: LossSpec, inputs: tuple, target, weight, options: tuple, *flags,
                extras: tuple = ()):
     """Everything the checks and the backend choice read, or None when a value cannot be
-    part of a key (a tensor subclass, a meta tensor, a non-tensor argument, an unhashable
-    option). A tensor extra is keyed by its metadata, as the other tensors."""
-    key = [spec.name, options, *flags]
+    part of a key (a tensor subclass, a non-tensor argument; an unhashable option or extra
+    gives an unhashable key). A tensor
+    extra is keyed by its metadata, as the other tensors. (A meta tensor gets a key, whose
+    device no stored plan has: plans are kept for real tensors only.)"""
+    if len(inputs) == 1 and weight is None and not extras:  # the usual call: one expression
+        x = inputs[0]
+        if x.__class__ in _PLAIN and target.__class__ in _PLAIN:
+            return (spec.name, options, flags, x.dtype, x.shape, x.stride(), x.requires_grad,
+                    x.is_cpu or x.device, target.dtype, target.shape, target.stride(),
+                    target.requires_grad, target.is_cpu or target.device)
+    key = (spec.name, options, flags)
     tensors = (*inputs, target, weight)
     if extras:
-        key.append(tuple(Tensor if isinstance(e, Tensor) else e for e in extras))
+        key += (tuple(Tensor if isinstance(e, Tensor) else e for e in extras),)
         tensors += tuple(e for e in extras if isinstance(e, Tensor))
     for t in tensors:
         if t is None:
-            key.append(None)
-        elif t.__class__ in _PLAIN and not t.is_meta:
-            key += t.dtype, t.shape, t.stride(), t.requires_grad, t.is_cpu or t.device
+            key += (None,)
+        elif t.__class__ in _PLAIN:
+            key += (t.dtype, t.shape, t.stride(), t.requires_grad, t.is_cpu or t.device)
         else:
             return None
-    try:
-        if extras:
-            hash(tuple(key))  # an unhashable extra: no plan
-        return tuple(key) if hash(options) is not None else None
-    except TypeError:
-        return None
+    return key  # (unhashable when an option or extra is: then no plan is kept)
 
 
 def _plan_extras(planned: tuple, given: tuple) -> tuple:
@@ -241,9 +251,15 @@ class _Eager(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
+        grads = ctx.grads
+        if (grads is not None and grad_loss.is_cpu and not torch.is_grad_enabled()
+                and grad_loss.numel() == 1 and grad_loss.item() == 1):
+            # the usual first backward of a loss on the CPU, exactly 1 upstream: hand the
+            # gradients over, autograd may keep the tensor itself as .grad (no pass, no copy)
+            ctx.grads = None
+            return (None, *grads)
         if torch.is_grad_enabled():
             _ops.check_differentiable_once()
-        grads = ctx.grads
         spec, call, _, backend, chosen = ctx.state
         if grads is None:  # a second backward through the same graph: compute them again
             grads = _ops.compute(spec, call, False, backend, chosen).grads

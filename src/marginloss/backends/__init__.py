@@ -7,6 +7,8 @@ Every backend is a module with one contract (see :mod:`marginloss.losses._spec`)
     unavailable(spec, call) -> str | None      # why it cannot run this call (metadata only)
     run(spec, call, check=False) -> Result     # the loss and its gradients (with check: and
                                                # the count of bad labels, if it can count)
+    planned(spec, call) -> backend             # optional: NAME and run specialised to the
+                                               # metadata of call (kept by eager plans)
 
 ``backend="auto"`` tries them in the order of :data:`AUTO_ORDER` and takes the first whose
 devices include the input's, that has a kernel for the loss (``spec.backends``) and that can

@@ -394,52 +394,95 @@ def run(spec: LossSpec, call: Call, check: bool = False) -> Result:
     The call must be one :func:`unavailable` accepts. Raises :class:`MemoryError` when the
     kernel could not get its scratch memory.
     """
+    return planned(spec, call).run(spec, call, check)
+
+
+def planned(spec: LossSpec, call: Call) -> _Planned:
+    """A backend for the calls whose metadata equal ``call``'s (shapes, strides, dtypes,
+    options, reduction, gradient needs): :func:`run` with everything that depends on metadata
+    only worked out once, for the pipeline's plans (:mod:`marginloss._pipeline`). The call
+    must be one :func:`unavailable` accepts."""
     k = _kernels.get(spec.name)
     if k is None or k.__class__ is str:
         k = _kernel(spec.name)
         if k.__class__ is str:
             raise RuntimeError(f"the native backend cannot run {spec.name}: {k}")
-    inputs = call.inputs
-    x = inputs[0]
-    n_rows, n_cols = x.shape
-    target, weight = call.target, call.weight
-    if target is not None and target.dtype is not k.target:
-        target = target.to(k.target)  # another integer dtype, for an int64 kernel
-    if len(inputs) == 1:  # the usual case, without the loops
-        grads = (torch.empty_like(x) if call.need_grad[0] else None,)
-        ptrs = (x.data_ptr(), 0, 0, 0 if grads[0] is None else grads[0].data_ptr(), 0, 0)
-    else:
-        grads = tuple(torch.empty_like(t) if need else None
-                      for t, need in zip(inputs, call.need_grad))
-        ptrs = (*(t.data_ptr() for t in inputs), *(0,) * (3 - len(inputs)),
-                *(0 if g is None else g.data_ptr() for g in grads), *(0,) * (3 - len(grads)))
-    reduction = _REDUCTION[call.reduction]
-    if reduction:
-        loss = torch.empty_like(_SCALAR)  # about twice as fast as torch.empty(())
-    elif k.elementwise:
-        loss = torch.empty_like(x)
-    else:
-        loss = torch.empty(n_rows, dtype=_F32)
-    opts = call.options
-    if len(opts) != 4:
-        opts = (*opts, *(0.0,) * (4 - len(opts)))
-    packed = _CALL.pack(
-        *ptrs, 0 if target is None else target.data_ptr(),
-        0 if weight is None else weight.data_ptr(),
-        n_cols if weight is not None and weight.dim() == 2 and weight.stride(0) else 0,
-        n_rows, n_cols,
-        *opts, _mean_scale(n_rows * n_cols if k.elementwise else n_rows)
-        if reduction == 1 else 1.0, reduction,
-        1 if _forked else torch.get_num_threads(), loss.data_ptr(), 0)
-    if call.extras and k.fn_ext is not None:  # scalars in ext[i], vectors in vec[i]
-        vals = (*call.extras, *(None,) * (2 - len(call.extras)))
-        bad = k.fn_ext(packed, _EXT.pack(
-            *(0.0 if v is None or isinstance(v, Tensor) else float(v) for v in vals),
-            *(v.data_ptr() if isinstance(v, Tensor) else 0 for v in vals)))
-    else:  # no extras: each at its default
-        bad = k.fn(packed)
-    if bad < 0:
-        raise MemoryError(f"the native kernel for {spec.name} ran out of scratch memory")
-    if spec.out_dtype is not input_dtype:  # (the inputs here are float32)
-        loss = loss.to(spec.out_dtype(call))
-    return Result(loss, grads, bad)
+    return _Planned(spec, call, k)
+
+
+# struct ml_call in three parts: the pointers; the sizes, options and reduction (fixed for a
+# plan); the thread count and the outputs
+_POINTERS = struct.Struct("=8Q")
+_POINTERS_1 = struct.Struct("=Q16xQ16x2Q")  # one input: x[0], grad[0], target, weight
+_FIXED = struct.Struct("=3q5di")
+_TAIL = struct.Struct("=i2Q")
+assert _POINTERS.size + _FIXED.size + _TAIL.size == _CALL.size
+
+
+class _Planned:
+    """The native backend (``NAME``, ``run``) specialised to one call's metadata."""
+
+    NAME = NAME
+
+    def __init__(self, spec: LossSpec, call: Call, k: _Kernel):
+        x = call.inputs[0]
+        n_rows, n_cols = x.shape
+        weight = call.weight
+        reduction = _REDUCTION[call.reduction]
+        opts = (*call.options, *(0.0,) * (4 - len(call.options)))
+        self.fixed = _FIXED.pack(
+            n_cols if weight is not None and weight.dim() == 2 and weight.stride(0) else 0,
+            n_rows, n_cols, *opts,
+            _mean_scale(n_rows * n_cols if k.elementwise else n_rows) if reduction == 1
+            else 1.0, reduction)
+        self.fn = k.fn_ext if call.extras and k.fn_ext is not None else None
+        self.kernel = k.fn
+        # the loss: a scalar, one value per element or one per row (no tensor of the call is
+        # kept: a plan outlives it)
+        self.loss_shape = None if reduction else (n_rows, n_cols) if k.elementwise else (n_rows,)
+        self.single = len(call.inputs) == 1
+        self.need = call.need_grad
+        t = call.target
+        self.convert = k.target if t is not None and t.dtype is not k.target else None
+        self.out_dtype = None if spec.out_dtype is input_dtype else spec.out_dtype(call)
+        self.name = spec.name
+
+    def run(self, spec: LossSpec, call: Call, check: bool = False) -> Result:
+        """:func:`run` of a call with the planned metadata."""
+        inputs = call.inputs
+        x = inputs[0]
+        target, weight = call.target, call.weight
+        if self.convert is not None:
+            target = target.to(self.convert)  # another integer dtype, for an int64 kernel
+        t_ptr = 0 if target is None else target.data_ptr()
+        w_ptr = 0 if weight is None else weight.data_ptr()
+        if self.single:  # the usual case, without the loops
+            g = torch.empty_like(x) if self.need[0] else None
+            grads = (g,)
+            head = _POINTERS_1.pack(x.data_ptr(), 0 if g is None else g.data_ptr(), t_ptr, w_ptr)
+        else:
+            grads = tuple(torch.empty_like(t) if need else None
+                          for t, need in zip(inputs, self.need))
+            head = _POINTERS.pack(
+                *(t.data_ptr() for t in inputs), *(0,) * (3 - len(inputs)),
+                *(0 if g is None else g.data_ptr() for g in grads), *(0,) * (3 - len(grads)),
+                t_ptr, w_ptr)
+        loss = (torch.empty_like(_SCALAR) if self.loss_shape is None  # twice as fast as empty(())
+                else torch.empty(self.loss_shape, dtype=_F32))
+        packed = head + self.fixed + _TAIL.pack(1 if _forked else torch.get_num_threads(),
+                                                loss.data_ptr(), 0)
+        if self.fn is not None:  # scalars in ext[i], vectors in vec[i]
+            vals = (*call.extras, *(None,) * (2 - len(call.extras)))
+            bad = self.fn(packed, _EXT.pack(
+                *(0.0 if v is None or isinstance(v, Tensor) else float(v) for v in vals),
+                *(v.data_ptr() if isinstance(v, Tensor) else 0 for v in vals)))
+        else:  # no extras: each at its default
+            bad = self.kernel(packed)
+        if bad < 0:
+            raise MemoryError(f"the native kernel for {self.name} ran out of scratch memory")
+        if self.out_dtype is not None:  # (the inputs here are float32)
+            loss = loss.to(self.out_dtype)
+        return _new(Result, (loss, grads, bad))  # (a NamedTuple's __new__ is slower)
+
+
+_new = tuple.__new__

@@ -23,6 +23,8 @@
  */
 #include "common.h"
 
+#define ML_SHORT_ROW 16 /* classes: rows up to this long skip the vector loop */
+
 static const char *check(const double *opt) {
     if (opt[0] != 1.0 && opt[0] != 2.0) return "the native kernel takes p = 1 or p = 2";
     return 0;
@@ -33,31 +35,44 @@ static const ml_kernel info =
 
 const ml_kernel *ml_multi_margin_loss_info(void) { return &info; }
 
+/* One class j of a row: adds [z_j]_+^p to *part and its S_{p-1} term to *part_lower, writes
+ * the gradient entry where asked. */
+#define TERM(j)                                                                               \
+    do {                                                                                      \
+        float z = x[j] - shift;                                                               \
+        float zp = (z > 0.0f) & ((j) != y) ? z : 0.0f; /* [z]_+, 0 for the target */          \
+        if (p == 1) {                                                                         \
+            part += zp;                                                                       \
+            part_lower += zp > 0.0f ? 1.0f : 0.0f;                                            \
+            if (want_grad) grad[j] = zp > 0.0f ? coef : 0.0f;                                 \
+        } else {                                                                              \
+            part += zp * zp;                                                                  \
+            part_lower += zp;                                                                 \
+            if (want_grad) grad[j] = (2.0f * coef) * zp;                                      \
+        }                                                                                     \
+    } while (0)
+
 /* One row: returns sum_{j != y} [z_j]_+^p (float64) and writes the gradient (coef = w_y gscale
- * / C) where asked. */
+ * / C) where asked. Rows shorter than a vector register's few loads run as a plain loop (the
+ * vector loop's set-up and its reductions cost more than such a row). */
 ML_INLINE double row(const float *restrict x, int64_t C, int64_t y, float margin, float coef,
                      float *restrict grad, const int p, const int want_grad) {
     const float shift = x[y] - margin;
     double loss = 0.0, lower = 0.0; /* S_p and S_{p-1} */
-    for (int64_t s0 = 0; s0 < C; s0 += ML_SPAN) {
-        int64_t s1 = C - s0 < ML_SPAN ? C : s0 + ML_SPAN;
+    if (C <= ML_SHORT_ROW) {
         float part = 0.0f, part_lower = 0.0f;
-        ML_SIMD_SUM(part, part_lower)
-        for (int64_t j = s0; j < s1; j++) {
-            float z = x[j] - shift;
-            float zp = (z > 0.0f) & (j != y) ? z : 0.0f; /* [z]_+, 0 for the target */
-            if (p == 1) {
-                part += zp;
-                part_lower += zp > 0.0f ? 1.0f : 0.0f;
-                if (want_grad) grad[j] = zp > 0.0f ? coef : 0.0f;
-            } else {
-                part += zp * zp;
-                part_lower += zp;
-                if (want_grad) grad[j] = (2.0f * coef) * zp;
-            }
+        for (int64_t j = 0; j < C; j++) TERM(j);
+        loss = part;
+        lower = part_lower;
+    } else {
+        for (int64_t s0 = 0; s0 < C; s0 += ML_SPAN) {
+            int64_t s1 = C - s0 < ML_SPAN ? C : s0 + ML_SPAN;
+            float part = 0.0f, part_lower = 0.0f;
+            ML_SIMD_SUM(part, part_lower)
+            for (int64_t j = s0; j < s1; j++) TERM(j);
+            loss += part;
+            lower += part_lower;
         }
-        loss += part;
-        lower += part_lower;
     }
     if (want_grad) grad[y] = (float)(-(double)coef * p * lower);
     return loss;
