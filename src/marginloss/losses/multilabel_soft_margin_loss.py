@@ -215,20 +215,13 @@ def torch_compute(call: Call) -> Result:
         pos_weight, eps = call.extras
         if pos_weight is not None or eps:
             return _compute_with_options(call, pos_weight, eps)
-    input, target, weight, reduction = call.input, call.target, call.weight, call.reduction
-    acc = acc_dtype(input.dtype)
+    begun = _begin(call)
+    if isinstance(begun, Result):
+        return begun
+    acc, out, grad, scale, weight = begun
+    input, target, reduction = call.input, call.target, call.reduction
     n_rows, n_cols = input.shape
     dev = input.device
-    out = out_dtype(call)
-    grad = torch.empty_like(input) if call.need_grad[0] else None
-    if n_cols == 0:  # 0 / 0, as torch
-        rows = torch.full((n_rows,), float("nan"), dtype=acc, device=dev)
-        return Result(reduce_rows(rows, reduction, out), (grad,))
-    scale = grad_scale(SPEC, call) / n_cols
-    if weight is not None:
-        weight = weight.to(acc)
-        if weight.dim() == 1:
-            weight = weight.expand(n_rows, n_cols)
     by_row = reduction == "none" or weight is not None
     rows = torch.empty(n_rows, dtype=acc, device=dev) if by_row else None
     total = torch.zeros((), dtype=torch.float64, device=dev)
@@ -275,20 +268,13 @@ def _compute_with_options(call: Call, pos_weight: Tensor | None, eps: float) -> 
     ops: with :math:`t` the smoothed label, :math:`u = p t` and :math:`L = \log(1 + e^{-|x|})`,
     the loss is :math:`(1 - t) \max(x, 0) - u \min(x, 0) + ((1 - t) + u) L` and the gradient
     :math:`(1 - t) \sigma(x) - u \sigma(-x)` (no :math:`1 - 1` cancellation for hard labels)."""
-    input, target, weight, reduction = call.input, call.target, call.weight, call.reduction
-    acc = acc_dtype(input.dtype)
+    begun = _begin(call)
+    if isinstance(begun, Result):
+        return begun
+    acc, out, grad, scale, weight = begun
+    input, target, reduction = call.input, call.target, call.reduction
     n_rows, n_cols = input.shape
     dev = input.device
-    out = out_dtype(call)
-    grad = torch.empty_like(input) if call.need_grad[0] else None
-    if n_cols == 0:  # 0 / 0, as torch
-        rows = torch.full((n_rows,), float("nan"), dtype=acc, device=dev)
-        return Result(reduce_rows(rows, reduction, out), (grad,))
-    scale = grad_scale(SPEC, call) / n_cols
-    if weight is not None:
-        weight = weight.to(acc)
-        if weight.dim() == 1:
-            weight = weight.expand(n_rows, n_cols)
     if pos_weight is not None:
         pos_weight = pos_weight.to(acc)
     rows = torch.empty(n_rows, dtype=acc, device=dev)
@@ -311,6 +297,26 @@ def _compute_with_options(call: Call, pos_weight: Tensor | None, eps: float) -> 
         torch.sum(loss, dim=1, out=rows[s:e])
     rows /= n_cols
     return Result(reduce_rows(rows, reduction, out), (grad,))
+
+
+def _begin(call: Call) -> Result | tuple:
+    """What both torch computes start from: ``(accumulation dtype, output dtype, the gradient
+    buffer or None, the gradient's factor 1 / C (times the mean's), the weight in the
+    accumulation dtype expanded to (N, C) or None)``; or the finished :class:`Result` of an
+    empty class dimension (0 / 0 = nan per row, as torch)."""
+    input, weight = call.input, call.weight
+    acc = acc_dtype(input.dtype)
+    n_rows, n_cols = input.shape
+    out = out_dtype(call)
+    grad = torch.empty_like(input) if call.need_grad[0] else None
+    if n_cols == 0:
+        rows = torch.full((n_rows,), float("nan"), dtype=acc, device=input.device)
+        return Result(reduce_rows(rows, call.reduction, out), (grad,))
+    if weight is not None:
+        weight = weight.to(acc)
+        if weight.dim() == 1:
+            weight = weight.expand(n_rows, n_cols)
+    return acc, out, grad, grad_scale(SPEC, call) / n_cols, weight
 
 
 def sample(n: int, c: int, *, dtype=torch.float32, device="cpu", generator=None):
