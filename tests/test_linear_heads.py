@@ -10,6 +10,7 @@ in any summation order and the per-chunk gathers (x_y, S_j) equal the matmul's l
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import pytest
@@ -203,11 +204,14 @@ def test_deterministic_and_chunk_invariant(loss):
         assert_close(a, c, torch.float32)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
-def test_never_holds_the_logits(loss, monkeypatch):
+@pytest.mark.parametrize(("loss", "with_options"), [
+    *((loss, False) for loss in LOSSES),
+    pytest.param("multilabel_soft_margin_loss", True, id="multilabel_soft_margin_loss-options")])
+def test_never_holds_the_logits(loss, with_options, monkeypatch):
     """Every tensor the head makes (forward and gradients) is smaller than N x C: recorded
     under a dispatch mode around the chunked pass itself (with the scratch budget scaled down
-    to these shapes: 2^12 elements instead of 2^22)."""
+    to these shapes: 2^12 elements instead of 2^22); soft margin's pos_weight and
+    label_smoothing too."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     monkeypatch.setattr(linear, "BUDGET", 1 << 12)
@@ -218,7 +222,9 @@ def test_never_holds_the_logits(loss, monkeypatch):
     if loss == "multilabel_soft_margin_loss":
         target = target.float()
     sizes = []
-    given = {t.untyped_storage().data_ptr() for t in (x, w, b, target)}
+    pw = torch.rand(c) + 0.5
+    extras = (pw, 0.1) if with_options else ()
+    given = {t.untyped_storage().data_ptr() for t in (x, w, b, target, pw)}
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -231,12 +237,13 @@ def test_never_holds_the_logits(loss, monkeypatch):
 
     head = linear.HEADS[loss]
     canon = linear.canonical(head, x, w, target, b, None,
-                             (1, 1.0) if loss == "multi_margin_loss" else ())
+                             (1, 1.0) if loss == "multi_margin_loss" else (), extras)
     with Record():
         out = linear.compute(head, canon, "mean", None, chunk, True, "auto", (True, True, True))
     assert out.linear_weight.shape == (c, h)
     assert max(sizes) <= max(c * h, n * (chunk + 4)) < n * c // 4
-    want = MF.__dict__[loss](x @ w.t() + b, target)
+    kw = {"pos_weight": pw, "label_smoothing": 0.1} if with_options else {}
+    want = MF.__dict__[loss](x @ w.t() + b, target, **kw)
     assert_close(out.loss, want, torch.float32)
 
 
@@ -324,10 +331,6 @@ def test_argument_errors():
         MF.linear_multi_margin_loss(x, w, y, chunk_size=0)
     with pytest.raises(ValueError, match="`p`"):
         MF.linear_multi_margin_loss(x, w, y, p=3)
-    with pytest.raises(NotImplementedError, match="pos_weight"):
-        MF.linear_multilabel_soft_margin_loss(x, w, torch.zeros(3, 6), pos_weight=torch.ones(6))
-    with pytest.raises(NotImplementedError, match="label_smoothing"):
-        marginloss.LinearMultiLabelSoftMarginLoss(4, 6, label_smoothing=0.1)
     with pytest.raises(ShapeError, match="K"):
         MF.linear_multilabel_margin_loss(x, w, torch.zeros(3, 7, dtype=torch.long))
 
@@ -392,3 +395,256 @@ def test_cuda_matches_cpu(loss):
     assert_close(out.cpu(), ref)
     for a, c in zip(grads, ref_grads):
         assert_close(a.cpu(), c)
+
+
+# ----------------------------------------------------------------------------------------------
+# multilabel soft margin's own options: pos_weight and label_smoothing, fused as the rest
+
+
+MSM = "multilabel_soft_margin_loss"
+C_OPT = 23  # chunk 5 does not divide it, 23 is one chunk, 1 is a chunk per class
+
+
+def soft_margin_options(pos_weight, eps, class_weight=False, c=C_OPT, dtype=torch.float64,
+                        seed=7):
+    """The option kwargs: pos_weight per class ``(C,)``, one value ``(1,)``, 0-d, or none."""
+    g = torch.Generator().manual_seed(seed)
+    kw = {}
+    if pos_weight == "per-class":
+        kw["pos_weight"] = (torch.rand(c, generator=g, dtype=torch.float64) * 3).to(dtype)
+    elif pos_weight == "one":
+        kw["pos_weight"] = torch.tensor([2.5], dtype=dtype)
+    elif pos_weight == "0-d":
+        kw["pos_weight"] = torch.tensor(0.4, dtype=dtype)
+    if eps:
+        kw["label_smoothing"] = eps
+    if class_weight:
+        kw["weight"] = (torch.rand(c, generator=g, dtype=torch.float64) + 0.5).to(dtype)
+    return kw
+
+
+def bce_oracle(loss, logits, target, reduction, kw):
+    """torch.nn.functional.binary_cross_entropy_with_logits (pos_weight) on the smoothed
+    targets, mean over the classes, then the reduction."""
+    eps = kw.get("label_smoothing", 0.0)
+    t = target.to(logits.dtype) * (1 - eps) + eps / 2
+    rows = F.binary_cross_entropy_with_logits(logits, t, weight=kw.get("weight"),
+                                              pos_weight=kw.get("pos_weight"),
+                                              reduction="none").mean(-1)
+    return {"none": rows, "mean": rows.mean(), "sum": rows.sum()}[reduction]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("chunk", [1, 5, None])
+@pytest.mark.parametrize(("pos_weight", "eps", "class_weight"), [
+    ("per-class", 0.0, False), ("per-class", 0.1, True), ("one", 0.3, False),
+    ("0-d", 0.0, True), (None, 0.2, False), (None, 0.0, True)])
+def test_options_match_the_plain_loss_and_torch_float64(reduction, chunk, pos_weight, eps,
+                                                         class_weight):
+    """Loss and the gradients of input, linear_weight and linear_bias (random upstream
+    gradient) against the unfused loss on the logits and against BCE-with-logits."""
+    x, w, b = exact_head(7, 6, C_OPT)
+    x = x + torch.randn_like(x) * 0.01
+    target = make_case(MSM, 7, C_OPT)
+    target[0] = 0.25  # a soft row
+    kw = soft_margin_options(pos_weight, eps, class_weight)
+    for ref in (plain, bce_oracle):
+        compare(MSM, x, w, b, target, reduction, kw, chunk, torch.float64, ref)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("chunk", [7, 64, 300])  # 64 does not divide 300
+@pytest.mark.parametrize("backend", ["auto", "torch"])  # auto: the native kernels per chunk
+def test_options_match_our_plain_loss_float32(reduction, chunk, backend):
+    x, w, b = exact_head(33, 16, 300, torch.float32, seed=1)
+    target = make_case(MSM, 33, 300, seed=1).float()
+    kw = soft_margin_options("per-class", 0.1, True, c=300, dtype=torch.float32)
+    compare(MSM, x, w, b, target, reduction, kw, chunk, torch.float32, plain, backend=backend)
+
+
+def test_options_per_class_pos_weight_is_sliced_per_chunk():
+    """A per-class pos_weight whose classes differ a lot: the same loss for every chunking,
+    and not the loss of any scalar pos_weight (so a wrong slice would show)."""
+    x, w, b = exact_head(6, 5, 17)
+    target = make_case(MSM, 6, 17, seed=2)
+    pw = torch.linspace(0.0, 8.0, 17, dtype=torch.float64)
+    want = MF.multilabel_soft_margin_loss(x @ w.t() + b, target, pos_weight=pw,
+                                          reduction="none")
+    for chunk in (1, 3, 4, 16, 17, None):
+        got = MF.linear_multilabel_soft_margin_loss(x, w, target, linear_bias=b, pos_weight=pw,
+                                                    reduction="none", chunk_size=chunk)
+        assert_close(got, want)
+        flipped = MF.linear_multilabel_soft_margin_loss(
+            x, w, target, linear_bias=b, pos_weight=pw.flip(0), reduction="none",
+            chunk_size=chunk)
+        assert (flipped - want).abs().max() > 1e-3
+
+
+def test_options_gradcheck_float64():
+    torch.manual_seed(1)
+    n, h, c = 3, 4, 11
+    x = torch.randn(n, h, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(c, h, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(c, dtype=torch.float64, requires_grad=True)
+    target = make_case(MSM, n, c)
+    pw = torch.rand(c, dtype=torch.float64) * 2
+    for reduction in ("sum", "none"):
+        def f(x, w, b, reduction=reduction):
+            return MF.linear_multilabel_soft_margin_loss(
+                x, w, target, linear_bias=b, pos_weight=pw, label_smoothing=0.2,
+                reduction=reduction, chunk_size=4)
+
+        assert torch.autograd.gradcheck(f, (x, w, b))
+
+
+def test_options_unbatched_input():
+    x, w, b = exact_head(1, 4, 10)
+    target = make_case(MSM, 1, 10)[0]
+    kw = soft_margin_options("per-class", 0.1, c=10)
+    for reduction in REDUCTIONS:
+        out = MF.linear_multilabel_soft_margin_loss(x[0], w, target, linear_bias=b,
+                                                    reduction=reduction, chunk_size=3, **kw)
+        want = bce_oracle(MSM, x[0] @ w.t() + b, target, reduction, kw)
+        assert out.shape == want.shape
+        assert_close(out, want)
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"label_smoothing": 1.0}, ValueError),
+    ({"label_smoothing": -0.1}, ValueError),
+    ({"label_smoothing": math.nan}, ValueError),
+    ({"label_smoothing": "0.1"}, DtypeError),
+    ({"label_smoothing": True}, DtypeError),
+    ({"pos_weight": torch.ones(7)}, ShapeError),
+    ({"pos_weight": torch.ones(2, 6)}, ShapeError),
+    ({"pos_weight": [1.0] * 6}, DtypeError),
+    ({"pos_weight": torch.ones(6, dtype=torch.complex64)}, DtypeError),
+    ({"pos_weight": torch.ones(6, device="meta")}, ValueError),
+    ({"pos_weight": torch.ones(6, requires_grad=True)}, ValueError),
+])
+def test_bad_options_raise_like_the_plain_loss(kwargs, error):
+    """The plain loss's own checks, with its messages; shapes, types and ranges with
+    validate=False as well."""
+    x, w, _ = exact_head(3, 4, 6, torch.float32)
+    y = make_case(MSM, 3, 6).float()
+    for validate in (True, False):
+        with pytest.raises(error) as got:
+            MF.linear_multilabel_soft_margin_loss(x, w, y, chunk_size=4, validate=validate,
+                                                  **kwargs)
+        with pytest.raises(error) as want:
+            MF.multilabel_soft_margin_loss(x @ w.t(), y, validate=validate, **kwargs)
+        assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.inf, math.nan])
+def test_bad_pos_weight_values_raise_like_the_plain_loss(bad):
+    """Checked with validate=True (the whole vector, before the chunks: the same message);
+    validate=False computes the formula."""
+    x, w, _ = exact_head(3, 4, 6, torch.float32)
+    y = make_case(MSM, 3, 6).float()
+    pw = torch.tensor([1.0, 2.0, 0.0, 0.5, bad, 3.0])  # the bad value in the second chunk
+    with pytest.raises(ValueError, match="`pos_weight` must be finite and >= 0") as got:
+        MF.linear_multilabel_soft_margin_loss(x, w, y, pos_weight=pw, chunk_size=4)
+    with pytest.raises(ValueError) as want:
+        MF.multilabel_soft_margin_loss(x @ w.t(), y, pos_weight=pw)
+    assert not isinstance(got.value, LabelError)
+    assert str(got.value) == str(want.value)
+    if math.isfinite(bad):
+        got = MF.linear_multilabel_soft_margin_loss(x, w, y, pos_weight=pw, chunk_size=4,
+                                                    validate=False, reduction="none")
+        want = MF.multilabel_soft_margin_loss(x @ w.t(), y, pos_weight=pw, validate=False,
+                                              reduction="none")
+        assert_close(got, want)
+    # the labels are still checked alongside
+    with pytest.raises(LabelError, match="to_01"):
+        MF.linear_multilabel_soft_margin_loss(x, w, y * 2 - 1, pos_weight=torch.ones(6),
+                                              label_smoothing=0.1, chunk_size=4)
+
+
+def test_module_holds_the_options():
+    torch.manual_seed(0)
+    pw = torch.rand(17, dtype=torch.float64) * 2
+    head = marginloss.LinearMultiLabelSoftMarginLoss(
+        6, 17, bias=True, dtype=torch.float64, chunk_size=5, reduction="sum", pos_weight=pw,
+        label_smoothing=0.1)
+    assert set(head.state_dict()) == {"linear.weight", "linear.bias", "pos_weight"}
+    assert "pos_weight=(17,)" in repr(head) and "label_smoothing=0.1" in repr(head)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    target = make_case(MSM, 4, 17)
+    out = head(x, target)
+    out.backward()
+    w = head.linear.weight.detach().clone().requires_grad_()
+    want = bce_oracle(MSM, F.linear(x, w, head.linear.bias.detach()), target, "sum",
+                      {"pos_weight": pw, "label_smoothing": 0.1})
+    want.backward()
+    assert_close(out.detach(), want.detach())
+    assert_close(head.linear.weight.grad, w.grad)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        marginloss.LinearMultiLabelSoftMarginLoss(6, 17, label_smoothing=1.0)(
+            x.float(), target.float())
+
+
+def test_options_compile_fullgraph_matches_eager():
+    """The registered operator carries pos_weight and label_smoothing (the "none" backward
+    runs it again with them)."""
+    x, w, b = exact_head(6, 4, 21, torch.float32)
+    target = make_case(MSM, 6, 21).float()
+    kw = soft_margin_options("per-class", 0.1, c=21, dtype=torch.float32)
+
+    def step(x, w, b, reduction):
+        return MF.linear_multilabel_soft_margin_loss(x, w, target, linear_bias=b,
+                                                     reduction=reduction, chunk_size=8, **kw)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, dynamic=False)
+    for reduction in ("mean", "none"):
+        g = torch.rand(6) + 1 if reduction == "none" else torch.tensor(2.0)
+        out, grads = grads_of(lambda x, w, b: compiled(x, w, b, reduction), (x, w, b), g)
+        ref, ref_grads = grads_of(lambda x, w, b: bce_oracle(MSM, x @ w.t() + b, target,
+                                                             reduction, kw), (x, w, b), g)
+        assert_close(out, ref)
+        for a, c in zip(grads, ref_grads):
+            assert_close(a, c)
+    schema = str(linear.OPS[MSM]._schema)
+    assert "Tensor? pos_weight" in schema and "float label_smoothing" in schema
+
+
+@pytest.mark.interpret
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1"
+                    or importlib.util.find_spec("triton") is None,
+                    reason="needs Triton's interpreter (TRITON_INTERPRET=1)")
+def test_options_triton_chunk_pass_under_the_interpreter():
+    """The CUDA path's per-chunk pass (our Triton kernel, with pos_weight's slice)."""
+    from kernels.conftest import squeeze_interpreter_index
+
+    squeeze_interpreter_index()
+    x, w, b = exact_head(5, 4, 19, torch.float32, seed=4)
+    target = make_case(MSM, 5, 19, seed=4).float()
+    kw = soft_margin_options("per-class", 0.1, True, c=19, dtype=torch.float32)
+    compare(MSM, x, w, b, target, "mean", kw, 8, torch.float32, plain, backend="triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_options_cuda_matches_cpu():
+    x, w, b = exact_head(64, 32, 1000, torch.float32, seed=5)
+    target = make_case(MSM, 64, 1000, seed=5).float()
+    kw = soft_margin_options("per-class", 0.1, True, c=1000, dtype=torch.float32)
+
+    def on(dev):
+        kw_dev = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        return grads_of(lambda x, w, b: MF.linear_multilabel_soft_margin_loss(
+            x, w, target.to(dev), linear_bias=b, chunk_size=300, **kw_dev),
+            [v.to(dev) for v in (x, w, b)])
+
+    out, grads = on("cuda")
+    ref, ref_grads = on("cpu")
+    assert_close(out.cpu(), ref)
+    for a, c in zip(grads, ref_grads):
+        assert_close(a.cpu(), c)
+    bad = kw["pos_weight"].cuda().clone()
+    bad[700] = -1.0  # in the third chunk: reported by a later call (no host wait)
+    with pytest.raises(ValueError, match="`pos_weight` must be finite and >= 0"):
+        MF.linear_multilabel_soft_margin_loss(x.cuda(), w.cuda(), target.cuda(),
+                                              pos_weight=bad, chunk_size=300)
+        marginloss.check_labels()

@@ -516,20 +516,23 @@ def linear_multilabel_soft_margin_loss(
     r""":func:`multilabel_soft_margin_loss` of ``input @ linear_weight.T + linear_bias``,
     computed in chunks of classes without ever holding the ``(N, C)`` logits or their gradient.
 
-    With logits :math:`x = h W^\top + b`,
+    With logits :math:`x = h W^\top + b`, the smoothed label :math:`t = y (1 - \varepsilon) +
+    \varepsilon / 2` and the positive weight :math:`p` (1 and :math:`t = y` by default),
 
     .. math::
         L = \operatorname{reduce}_n \frac{1}{C} \sum_{c=1}^{C} w_c \bigl(
-            \operatorname{softplus}(x_{nc}) - y_{nc} x_{nc} \bigr), \qquad
-        \frac{\partial L}{\partial x_{nc}} = \frac{w_c}{C} \bigl(\sigma(x_{nc}) - y_{nc}\bigr)
-        \cdot s,
+            p_c\, t_{nc} \operatorname{softplus}(-x_{nc})
+            + (1 - t_{nc}) \operatorname{softplus}(x_{nc}) \bigr), \qquad
+        \frac{\partial L}{\partial x_{nc}} = \frac{w_c}{C} \bigl((1 - t_{nc})\,
+        \sigma(x_{nc}) - p_c\, t_{nc}\, \sigma(-x_{nc})\bigr) \cdot s,
 
     (:math:`s = 1/N` for ``"mean"``), and the gradients of ``input``, ``linear_weight`` and
     ``linear_bias`` are :math:`D W`, :math:`D^\top h` and :math:`\mathbf{1}^\top D` for
     :math:`D = \partial L / \partial x`, accumulated chunk by chunk (see
     :mod:`marginloss.linear`). The result equals the unfused
-    ``multilabel_soft_margin_loss(F.linear(input, linear_weight, linear_bias), target, weight)``
-    within the dtype's rounding, for every ``chunk_size``.
+    ``multilabel_soft_margin_loss(F.linear(input, linear_weight, linear_bias), target, weight,
+    pos_weight=pos_weight, label_smoothing=label_smoothing)`` within the dtype's rounding, for
+    every ``chunk_size``.
 
     Args:
         input: Features, :math:`(N, H)` or :math:`(H)`.
@@ -537,12 +540,16 @@ def linear_multilabel_soft_margin_loss(
         target: 0/1 multi-hot mask :math:`(N, C)` (soft labels in [0, 1] allowed).
         linear_bias: Optional :math:`(C)` bias. Keyword-only, as every argument after ``target``.
         weight: Optional per-class weight :math:`(C)` (or :math:`(N, C)`).
-        pos_weight: Not supported yet (raises NotImplementedError).
-        label_smoothing: Only 0.0 is supported yet (else NotImplementedError).
+        pos_weight: Optional weight of each class's positive term, shape :math:`(C)` (or
+            one value), as for :func:`multilabel_soft_margin_loss` (finite, >= 0; sliced per
+            chunk of classes).
+        label_smoothing: :math:`\varepsilon` in [0, 1), as for
+            :func:`multilabel_soft_margin_loss`. Default: 0.0.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         chunk_size: Classes per chunk; None picks about :math:`2^{22} / N` on the CPU (at
             least 128), :math:`2^{25} / N` on a GPU.
-        validate: Check that ``target`` lies in [0, 1]. Default: ``True``.
+        validate: Check that ``target`` lies in [0, 1] (and ``pos_weight`` is finite and
+            >= 0). Default: ``True``.
         backend: The backend of the per-chunk loss pass (``"auto"``, ``"torch"``,
             ``"triton"``, ``"native"``).
 
@@ -557,14 +564,10 @@ def linear_multilabel_soft_margin_loss(
         >>> round(fused.item(), 4) == round(multilabel_soft_margin_loss(h @ W.T, y).item(), 4)
         True
     """
-    if pos_weight is not None or label_smoothing != 0.0:
-        raise NotImplementedError(
-            "linear_multilabel_soft_margin_loss: `pos_weight` and `label_smoothing` are not "
-            "supported yet (multilabel_soft_margin_loss's kernels do not take them); pass "
-            "pos_weight=None and label_smoothing=0.0.")
     return _linear.run("multilabel_soft_margin_loss", input, linear_weight, target,
                        linear_bias=linear_bias, weight=weight, options=(), reduction=reduction,
-                       chunk_size=chunk_size, validate=validate, backend=backend)
+                       chunk_size=chunk_size, validate=validate, backend=backend,
+                       extras=(pos_weight, label_smoothing))
 
 
 def linear_multi_margin_loss(

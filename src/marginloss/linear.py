@@ -23,7 +23,11 @@ What each loss needs from outside the chunk, computed first (a gather of the tar
 
 * ``multilabel_soft_margin_loss`` is per element: a chunk's terms are
   :math:`\frac{w_c}{C}(\operatorname{softplus}(x) - y x)`; the chunk pass divides by
-  :math:`C_c`, so its terms are scaled by :math:`C_c / C`.
+  :math:`C_c`, so its terms are scaled by :math:`C_c / C`. Its own options stay per element
+  too: with ``pos_weight`` :math:`p` and ``label_smoothing`` :math:`\varepsilon` (smoothed
+  label :math:`t = y (1 - \varepsilon) + \varepsilon / 2`) a term is :math:`\frac{w_c}{C}
+  (p_c\, t \operatorname{softplus}(-x) + (1 - t) \operatorname{softplus}(x))`, so each chunk's
+  pass gets :math:`p_{c_0:c_1}` (sliced as the class weight is) and :math:`\varepsilon`.
 * ``multi_margin_loss`` needs the target's score :math:`x_y = h \cdot W_y + b_y` per row. Each
   chunk runs the plain kernel on :math:`[x_y \mid X_c]` (one extra column, the target, in
   front) with the real target column masked to :math:`-\infty` (no term, no gradient); the
@@ -116,6 +120,7 @@ class Canon(NamedTuple):
     weight: Tensor | None  # msm: (C,) or (N, C); mm: (C,)
     options: tuple  # mm: (p, margin); else ()
     none_shape: tuple[int, ...]
+    extras: tuple = ()  # msm: (pos_weight (C,) or None, label_smoothing); () at the defaults
 
 
 def _logits_stub(x: Tensor, n_classes: int, dtype: torch.dtype | None = None) -> Tensor:
@@ -125,8 +130,12 @@ def _logits_stub(x: Tensor, n_classes: int, dtype: torch.dtype | None = None) ->
 
 
 def canonical(head: Head, input: Tensor, linear_weight: Tensor, target: Tensor,
-              linear_bias: Tensor | None, weight: Tensor | None, options: tuple) -> Canon:
-    """Check a head call's arguments (metadata only) and view them canonically."""
+              linear_bias: Tensor | None, weight: Tensor | None, options: tuple,
+              extras: tuple = ()) -> Canon:
+    """Check a head call's arguments (metadata only) and view them canonically. ``extras``:
+    the values of the loss's own options (``spec.extras``: soft margin's ``pos_weight`` and
+    ``label_smoothing``), checked by the plain loss's ``prepare_extras`` (its errors, as
+    they are) and kept only when one differs from its default."""
     fn = head.name
     _checks.check_input(fn, input)
     _checks.check_input(fn, linear_weight, "linear_weight")
@@ -168,11 +177,16 @@ def canonical(head: Head, input: Tensor, linear_weight: Tensor, target: Tensor,
         stub = _logits_stub(x, n_classes, dtype)
         if unbatched:
             stub = stub[0]
-        (_,), t, w, opts, none_shape = spec.prepare((stub,), target, weight, options)
+        xs, t, w, opts, none_shape = spec.prepare((stub,), target, weight, options)
     except (ShapeError, DtypeError) as e:
         raise type(e)(f"{e} (For {fn}, `input` there means the logits `input @ "
                       f"linear_weight.T`, of shape ({x.shape[0]}, {n_classes}).)") from None
-    return Canon(x, linear_weight, linear_bias, t, w, opts, none_shape)
+    if spec.extras:
+        # (on the logits' stand-in: pos_weight per class (C,), in the chunk pass's dtype)
+        pos_weight, eps = spec.prepare_extras(Call(xs, t, w, opts, "none", (False,)),
+                                              extras or (None, 0.0))
+        extras = (pos_weight, eps) if pos_weight is not None or eps else ()
+    return Canon(x, linear_weight, linear_bias, t, w, opts, none_shape, extras)
 
 
 def _mlm_target(fn: str, target: object, x: Tensor, n_classes: int, unbatched: bool):
@@ -245,9 +259,12 @@ def compute(head: Head, c: Canon, reduction: str, row_scale: Tensor | None, chun
     label_call = None
     if validate:
         label_call = Call((_logits_stub(x, n_classes),), c.target, None, c.options, "none",
-                          (False,))
+                          (False,), c.extras)
         if x.is_cpu and head.loss != _MSM:
             spec.check_labels(label_call)  # raises now, with the plain loss's message
+        elif x.is_cpu and c.extras and c.extras[0] is not None:
+            # the whole pos_weight once, first (as the plain loss; the chunks see slices)
+            losses.multilabel_soft_margin_loss.check_pos_weight(label_call)
     chunk_validate = validate and x.is_cpu and head.loss == _MSM  # in the kernel's own pass
     chunk, block = chunk_sizes(n_rows, n_classes, chunk_size, not x.is_cpu)
 
@@ -336,17 +353,23 @@ def _reduce(rows: Tensor, reduction: str, dtype: torch.dtype) -> Tensor:
     return total.to(dtype)
 
 
+_FLOAT_MAX = torch.finfo(torch.float32).max
+
+
 def _bad_labels(head: Head, c: Canon, n_classes: int) -> Tensor:
-    """The number of target values outside the loss's convention, as a 0-d device tensor (no
-    host read): the CUDA label check."""
+    """The number of target values outside the loss's convention (and of ``pos_weight``
+    entries that are negative or not finite), as a 0-d device tensor (no host read): the CUDA
+    label check."""
     t = c.target
-    if t.numel() == 0:
+    if t.numel() == 0 and not c.extras:
         return torch.zeros((), dtype=torch.int64, device=t.device)
     if head.loss == _MSM:
+        pw = c.extras[0] if c.extras else None
+        bad_pw = 0 if pw is None else (~((pw >= 0) & (pw <= _FLOAT_MAX))).sum()
         t = _checks.compact(t)
         if t.dtype == torch.bool:
-            return torch.zeros((), dtype=torch.int64, device=t.device)
-        return ((t < 0) | (t > 1) | (t != t)).sum()
+            return torch.zeros((), dtype=torch.int64, device=t.device) + bad_pw
+        return ((t < 0) | (t > 1) | (t != t)).sum() + bad_pw
     lo, hi = torch.aminmax(t)
     if head.loss == _MM:
         return ((lo < 0) | (hi >= n_classes)).to(torch.int64)
@@ -372,6 +395,7 @@ class _SoftMargin:
         self.storage: Tensor | None = None  # the chunks' target copies, one buffer
         w = c.weight
         self.weight = None if w is None else (w if w.dim() == 1 else w[r0:r1])
+        self.pos_weight, self.eps = c.extras or (None, 0.0)
 
     def call(self, buf: Tensor, c0: int, c1: int, grad: bool) -> Call:
         t = self.target[:, c0:c1]
@@ -382,7 +406,9 @@ class _SoftMargin:
         w = self.weight
         if w is not None:
             w = w[c0:c1] if w.dim() == 1 else w[:, c0:c1].contiguous()
-        return Call((buf,), t, w, (), "none", (grad,))
+        pw = self.pos_weight
+        extras = () if not self.c.extras else (None if pw is None else pw[c0:c1], self.eps)
+        return Call((buf,), t, w, (), "none", (grad,), extras)
 
     def scale(self, width: int) -> float:
         return width / self.n_classes
@@ -580,7 +606,8 @@ def _op_signature() -> inspect.Signature:
     names_types: list[tuple[str, Any]] = [
         ("input", Tensor), ("linear_weight", Tensor), ("target", Tensor),
         ("linear_bias", Tensor | None), ("weight", Tensor | None),
-        ("row_scale", Tensor | None), ("p", int), ("margin", float), ("reduction", str),
+        ("pos_weight", Tensor | None), ("row_scale", Tensor | None), ("p", int),
+        ("margin", float), ("label_smoothing", float), ("reduction", str),
         ("chunk_size", int), ("validate", bool), ("backend", str), ("need_grad", list[bool])]
     params = [inspect.Parameter(n, kind, annotation=t) for n, t in names_types]
     return inspect.Signature(params, return_annotation=tuple[Tensor, Tensor, Tensor, Tensor])
@@ -590,17 +617,23 @@ def _options_of(head: Head, p: int, margin: float) -> tuple:
     return (p, margin) if head.loss == _MM else ()
 
 
-def _run_impl(head: Head, input, linear_weight, target, linear_bias, weight, row_scale, p,
-              margin, reduction, chunk_size, validate, backend, need_grad) -> tuple:
+def _extras_of(head: Head, pos_weight: Tensor | None, label_smoothing: float) -> tuple:
+    return (pos_weight, label_smoothing) if head.spec.extras else ()
+
+
+def _run_impl(head: Head, input, linear_weight, target, linear_bias, weight, pos_weight,
+              row_scale, p, margin, label_smoothing, reduction, chunk_size, validate, backend,
+              need_grad) -> tuple:
     c = canonical(head, input, linear_weight, target, linear_bias, weight,
-                  _options_of(head, p, margin))
+                  _options_of(head, p, margin), _extras_of(head, pos_weight, label_smoothing))
     out = compute(head, c, reduction, row_scale, chunk_size or None, validate, backend,
                   tuple(need_grad))
     return (out.loss, *(g if g is not None else input.new_empty(0) for g in out[1:]))
 
 
-def _fake(head: Head, input, linear_weight, target, linear_bias, weight, row_scale, p, margin,
-          reduction, chunk_size, validate, backend, need_grad) -> tuple:
+def _fake(head: Head, input, linear_weight, target, linear_bias, weight, pos_weight, row_scale,
+          p, margin, label_smoothing, reduction, chunk_size, validate, backend,
+          need_grad) -> tuple:
     n = input.shape[0] if input.dim() == 2 else 1
     loss_dtype = input.dtype
     if head.loss == _MSM:
@@ -619,13 +652,13 @@ def _fake(head: Head, input, linear_weight, target, linear_bias, weight, row_sca
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    (input, linear_weight, target, linear_bias, weight, _, p, margin, reduction, chunk_size,
-     validate, backend, need_grad) = inputs
+    (input, linear_weight, target, linear_bias, weight, pos_weight, _, p, margin,
+     label_smoothing, reduction, chunk_size, validate, backend, need_grad) = inputs
     ctx.reduction = reduction
-    ctx.args = (p, margin, chunk_size, backend)
+    ctx.args = (p, margin, label_smoothing, chunk_size, backend)
     ctx.has_bias = linear_bias is not None
     if reduction == "none":
-        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight)
+        ctx.save_for_backward(input, linear_weight, target, linear_bias, weight, pos_weight)
     else:
         ctx.mark_non_differentiable(*output[1:])
         ctx.save_for_backward(*(g if need else None for g, need in zip(output[1:], need_grad)))
@@ -635,16 +668,17 @@ def _make_backward(op):
     def backward(ctx, grad_loss, *_):
         _ops.check_differentiable_once()
         if ctx.reduction == "none":
-            input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
-            p, margin, chunk_size, backend = ctx.args
+            input, linear_weight, target, linear_bias, weight, pos_weight = ctx.saved_tensors
+            p, margin, label_smoothing, chunk_size, backend = ctx.args
             need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
                     ctx.has_bias and ctx.needs_input_grad[3]]
-            out = op(input, linear_weight, target, linear_bias, weight,
-                     grad_loss.reshape(-1), p, margin, "none", chunk_size, False, backend, need)
+            out = op(input, linear_weight, target, linear_bias, weight, pos_weight,
+                     grad_loss.reshape(-1), p, margin, label_smoothing, "none", chunk_size, False,
+                     backend, need)
             grads = [g if n else None for g, n in zip(out[1:], need)]
         else:
             grads = [None if g is None else _ops.scale(g, grad_loss) for g in ctx.saved_tensors]
-        return (grads[0], grads[1], None, grads[2], *(None,) * 9)
+        return (grads[0], grads[1], None, grads[2], *(None,) * 11)
 
     return backward
 
@@ -711,21 +745,23 @@ _EAGER_APPLY = super(torch.autograd.Function, _Eager).apply
 
 def run(head_loss: str, input: Tensor, linear_weight: Tensor, target: Tensor, *,
         linear_bias: Tensor | None, weight: Tensor | None, options: tuple, reduction: str,
-        chunk_size: int | None, validate: bool, backend: str) -> Tensor:
-    """A head's loss for a public function's arguments (see the module docstring)."""
+        chunk_size: int | None, validate: bool, backend: str, extras: tuple = ()) -> Tensor:
+    """A head's loss for a public function's arguments (see the module docstring);
+    ``extras``: the values of the loss's own options (``spec.extras``), in order."""
     head = HEADS[head_loss]
     if reduction not in _reduction.REDUCTIONS:
         reduction = _reduction.resolve(None, None, reduction, head.name)
     if (validate is not True and validate is not False) or backend not in _pipeline.BACKENDS:
         _pipeline.check_options(validate, backend, head.name)
     check_chunk_size(head.name, chunk_size)
-    c = canonical(head, input, linear_weight, target, linear_bias, weight, options)
+    c = canonical(head, input, linear_weight, target, linear_bias, weight, options, extras)
+    pos_weight, label_smoothing = c.extras or (None, 0.0)
     grad_on = torch.is_grad_enabled()
     need = (grad_on and input.requires_grad, grad_on and linear_weight.requires_grad,
             grad_on and linear_bias is not None and linear_bias.requires_grad)
     plain = (not torch.compiler.is_compiling() and _pipeline._plain_mode()
              and all(t is None or (t.__class__ in _pipeline._PLAIN and not t.is_meta)
-                     for t in (input, linear_weight, linear_bias, target, weight)))
+                     for t in (input, linear_weight, linear_bias, target, weight, pos_weight)))
     if plain:
         if True in need:
             loss = _EAGER_APPLY((head, c, reduction, chunk_size, validate, backend, need),
@@ -735,7 +771,7 @@ def run(head_loss: str, input: Tensor, linear_weight: Tensor, target: Tensor, *,
     else:
         p, margin = options if head.loss == _MM else (1, 1.0)
         loss = OPS[head_loss](c.input, c.linear_weight, c.target, c.linear_bias, c.weight,
-                              None, p, float(margin),
+                              pos_weight, None, p, float(margin), float(label_smoothing),
                               reduction, chunk_size or 0, validate, backend,
                               list(need) if reduction != "none" else [False, False, False])[0]
     if reduction == "none" and tuple(loss.shape) != c.none_shape:

@@ -359,7 +359,8 @@ class LinearMultiLabelSoftMarginLoss(_LinearHead, _WeightedLoss):
         device, dtype: Of the layer's parameters.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         weight: Optional per-class weight ``(C,)``; a buffer.
-        pos_weight, label_smoothing: Not supported yet (NotImplementedError).
+        pos_weight: Optional weight of each class's positive term ``(C,)``; a buffer.
+        label_smoothing: Targets become ``y (1 - eps) + eps / 2``, ``eps`` in [0, 1).
         chunk_size: Classes per chunk (None: picked from the batch size).
         validate, backend: As for the plain loss.
 
@@ -371,22 +372,32 @@ class LinearMultiLabelSoftMarginLoss(_LinearHead, _WeightedLoss):
         torch.Size([100000, 16])
     """
 
+    pos_weight: Tensor | None
+    label_smoothing: float
+
     def __init__(self, in_features: int, num_classes: int, *, bias: bool = False, device=None,
                  dtype=None, reduction: Reduction = "mean", weight: Tensor | None = None,
                  pos_weight: Tensor | None = None, label_smoothing: float = 0.0,
                  chunk_size: int | None = None, validate: bool = True,
                  backend: Backend = "auto") -> None:
-        if pos_weight is not None or label_smoothing != 0.0:
-            raise NotImplementedError(
-                "LinearMultiLabelSoftMarginLoss: `pos_weight` and `label_smoothing` are not "
-                "supported yet; pass pos_weight=None and label_smoothing=0.0.")
         super().__init__(weight, None, None, reduction)
         self._set_head(in_features, num_classes, bias, device, dtype, chunk_size, validate,
                        backend)
+        self.register_buffer("pos_weight", pos_weight)
+        self.label_smoothing = label_smoothing
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return functional.linear_multilabel_soft_margin_loss(
-            input, self.linear.weight, target, weight=self.weight, **self._head_args())
+            input, self.linear.weight, target, weight=self.weight, pos_weight=self.pos_weight,
+            label_smoothing=self.label_smoothing, **self._head_args())
+
+    def extra_repr(self) -> str:
+        parts = [super().extra_repr()]
+        if self.pos_weight is not None:
+            parts.append(f"pos_weight=({self.pos_weight.numel()},)")
+        if self.label_smoothing:
+            parts.append(f"label_smoothing={self.label_smoothing}")
+        return ", ".join(parts)
 
 
 class LinearMultiMarginLoss(_LinearHead, _WeightedLoss):
