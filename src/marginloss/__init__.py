@@ -18,7 +18,13 @@ from marginloss import (
     linear,  # the fused linear heads (registers torch.ops.marginloss.linear_*)
 )
 from marginloss._deferred import check_labels
-from marginloss.errors import BackendUnavailableError, DtypeError, LabelError, ShapeError
+from marginloss.errors import (
+    BackendUnavailableError,
+    DtypeError,
+    LabelError,
+    ShapeError,
+    XCFormatError,
+)
 from marginloss.functional import *  # noqa: F403 (the losses, as listed in functional.__all__)
 from marginloss.guide import Recommendation, recommend
 from marginloss.nn import *  # noqa: F403 (the modules, as listed in nn.__all__)
@@ -31,6 +37,7 @@ __all__ = [
     "LabelError",
     "Recommendation",
     "ShapeError",
+    "XCFormatError",
     "check_labels",
     "errors",
     "functional",

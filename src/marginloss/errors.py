@@ -9,7 +9,7 @@ against torch.nn keeps working.
 
 from __future__ import annotations
 
-__all__ = ["BackendUnavailableError", "DtypeError", "LabelError", "ShapeError"]
+__all__ = ["BackendUnavailableError", "DtypeError", "LabelError", "ShapeError", "XCFormatError"]
 
 
 class LabelError(ValueError):
@@ -26,3 +26,8 @@ class DtypeError(TypeError):
 
 class BackendUnavailableError(RuntimeError):
     """``backend="triton"`` or ``"native"`` was requested for a call its kernels cannot run."""
+
+
+class XCFormatError(ValueError):
+    """A malformed line in an Extreme Classification Repository file (:mod:`marginloss.xc`);
+    the message names the file, the 1-based line number and what is wrong with it."""
