@@ -217,6 +217,47 @@ def to_f32(v, PTX: tl.constexpr):
 
 
 @triton.jit
+def load_f32(ptr, offs, rem, other, MASKED: tl.constexpr, PTX: tl.constexpr):
+    """``ptr[offs]`` as float32: every lane, or (MASKED) the lanes with ``offs < rem``, the
+    others ``other``."""
+    if MASKED:
+        return to_f32(tl.load(ptr + offs, mask=offs < rem, other=other), PTX)
+    else:
+        return to_f32(tl.load(ptr + offs), PTX)
+
+
+@triton.jit
+def store_block(ptr, offs, value, rem, MASKED: tl.constexpr):
+    """``ptr[offs] = value`` in ``ptr``'s dtype: every lane, or (MASKED) those with
+    ``offs < rem``."""
+    if MASKED:
+        tl.store(ptr + offs, value.to(ptr.dtype.element_ty), mask=offs < rem)
+    else:
+        tl.store(ptr + offs, value.to(ptr.dtype.element_ty))
+
+
+@triton.jit
+def program_span(n_elements, span):
+    """This program's share of a flat kernel's ``n_elements``: ``(pid, start, count)``, the
+    elements ``[start, start + count)``, ``start = pid span`` in int64, ``count <= span`` in
+    int32 (``span <= 2^30``: offsets inside the span never wrap)."""
+    pid = tl.program_id(0)
+    start = pid.to(tl.int64) * span
+    return pid, start, tl.minimum(n_elements - start, span).to(tl.int32)
+
+
+@triton.jit
+def store_program_sums(partial_ptr, bad_ptr, pid, acc, bad, REDUCE: tl.constexpr,
+                       CHECK: tl.constexpr):
+    """A flat kernel's per-program results: the float32 sum of its loss terms (REDUCE) and its
+    int32 count of bad labels (CHECK), each in this program's slot."""
+    if REDUCE:
+        tl.store(partial_ptr + pid, tl.sum(acc, axis=0))
+    if CHECK:
+        tl.store(bad_ptr + pid, tl.sum(bad.to(tl.int32), axis=0))
+
+
+@triton.jit
 def logistic(v, PTX: tl.constexpr):
     """The logistic pieces of ``v`` (float32, any value): ``(e, r, s, q)`` with
     ``e = exp(-|v|)``, ``r = sigmoid(|v|) = 1 / (1 + e)``, and ``log(1 + e) = s q`` (so a caller
@@ -320,14 +361,9 @@ def _flat_block(
     MASKED: tl.constexpr, PTX: tl.constexpr,
 ):
     """One block of elements ``offs`` (all of them, or those below ``rem`` when MASKED)."""
-    if MASKED:
-        mask = offs < rem
-        x = to_f32(tl.load(x_ptr + offs, mask=mask, other=0.0), PTX)
-        # the padding label is a valid one (0 / +1), so the label count needs no mask
-        y = to_f32(tl.load(y_ptr + offs, mask=mask, other=0.0 if MULTILABEL else 1.0), PTX)
-    else:
-        x = to_f32(tl.load(x_ptr + offs), PTX)
-        y = to_f32(tl.load(y_ptr + offs), PTX)
+    x = load_f32(x_ptr, offs, rem, 0.0, MASKED, PTX)
+    # the padding label is a valid one (0 / +1), so the label count needs no mask
+    y = load_f32(y_ptr, offs, rem, 0.0 if MULTILABEL else 1.0, MASKED, PTX)
     if MULTILABEL:
         loss, grad = multilabel_terms(x, y, PTX)
         grad = grad * grad_scale
@@ -335,25 +371,16 @@ def _flat_block(
         loss, sig = soft_margin_terms(x, y, PTX)
         grad = sig * (y * -grad_scale)
     if HAS_WEIGHT:
-        if MASKED:
-            w = to_f32(tl.load(w_ptr + offs, mask=mask, other=0.0), PTX)
-        else:
-            w = to_f32(tl.load(w_ptr + offs), PTX)
+        w = load_f32(w_ptr, offs, rem, 0.0, MASKED, PTX)
         loss = loss * w
         grad = grad * w
     if NEED_GRAD:
-        if MASKED:
-            tl.store(grad_ptr + offs, grad.to(grad_ptr.dtype.element_ty), mask=mask)
-        else:
-            tl.store(grad_ptr + offs, grad.to(grad_ptr.dtype.element_ty))
+        store_block(grad_ptr, offs, grad, rem, MASKED)
     if STORE_LOSS:
-        if MASKED:
-            tl.store(loss_ptr + offs, loss.to(loss_ptr.dtype.element_ty), mask=mask)
-        else:
-            tl.store(loss_ptr + offs, loss.to(loss_ptr.dtype.element_ty))
+        store_block(loss_ptr, offs, loss, rem, MASKED)
     if REDUCE:
         if MASKED:
-            loss = tl.where(mask, loss, 0.0)
+            loss = tl.where(offs < rem, loss, 0.0)
         acc += loss
     if CHECK:
         bad += bad_label(y, MULTILABEL)
@@ -387,9 +414,7 @@ def logistic_flat_kernel(
     # Program p owns elements [p span, min((p + 1) span, n)): its full BLOCKs unmasked (vector
     # loads and stores whatever n is), then at most one masked tail. The start is int64; the
     # offsets inside the span are int32 (span <= 2^30: nothing wraps).
-    pid = tl.program_id(0)
-    start = pid.to(tl.int64) * span
-    count = tl.minimum(n_elements - start, span).to(tl.int32)
+    pid, start, count = program_span(n_elements, span)
     x_ptr += start
     y_ptr += start
     if HAS_WEIGHT:
@@ -411,7 +436,4 @@ def logistic_flat_kernel(
         acc, bad = _flat_block(x_ptr, y_ptr, w_ptr, loss_ptr, grad_ptr, n_full * BLOCK + offs,
                                rem, acc, bad, grad_scale, MULTILABEL, HAS_WEIGHT, STORE_LOSS,
                                REDUCE, NEED_GRAD, CHECK, True, PTX)
-    if REDUCE:
-        tl.store(partial_ptr + pid, tl.sum(acc, axis=0))
-    if CHECK:
-        tl.store(bad_ptr + pid, tl.sum(bad.to(tl.int32), axis=0))
+    store_program_sums(partial_ptr, bad_ptr, pid, acc, bad, REDUCE, CHECK)

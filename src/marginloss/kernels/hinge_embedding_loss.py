@@ -38,7 +38,14 @@ import triton
 import triton.language as tl
 
 from marginloss.backends._common import grad_scale, reduce_rows
-from marginloss.kernels._common import flat_span, ptx_allowed, to_f32
+from marginloss.kernels._common import (
+    flat_span,
+    load_f32,
+    program_span,
+    ptx_allowed,
+    store_block,
+    store_program_sums,
+)
 from marginloss.losses._spec import Call, Result
 from marginloss.losses.hinge_embedding_loss import SPEC
 
@@ -50,31 +57,20 @@ def _block(x_ptr, y_ptr, loss_ptr, grad_ptr, offs, rem, acc, bad, margin, scale,
            STORE_LOSS: tl.constexpr, REDUCE: tl.constexpr, NEED_GRAD: tl.constexpr,
            CHECK: tl.constexpr, MASKED: tl.constexpr, PTX: tl.constexpr):
     """One block of elements ``offs`` (all of them, or those below ``rem`` when MASKED)."""
-    if MASKED:
-        mask = offs < rem
-        x = to_f32(tl.load(x_ptr + offs, mask=mask, other=0.0), PTX)
-        y = to_f32(tl.load(y_ptr + offs, mask=mask, other=1.0), PTX)  # a valid padding label
-    else:
-        x = to_f32(tl.load(x_ptr + offs), PTX)
-        y = to_f32(tl.load(y_ptr + offs), PTX)
+    x = load_f32(x_ptr, offs, rem, 0.0, MASKED, PTX)
+    y = load_f32(y_ptr, offs, rem, 1.0, MASKED, PTX)  # a valid padding label
     z = margin - x
     dissimilar = y != 1.0  # NaN: both terms, as torch
     similar = y != -1.0
     loss = tl.where(dissimilar, tl.where(z < 0.0, 0.0, z), 0.0) + tl.where(similar, x, 0.0)
     if NEED_GRAD:
         grad = tl.where(similar, scale, 0.0) - tl.where(dissimilar & (z >= 0.0), scale, 0.0)
-        if MASKED:
-            tl.store(grad_ptr + offs, grad.to(grad_ptr.dtype.element_ty), mask=mask)
-        else:
-            tl.store(grad_ptr + offs, grad.to(grad_ptr.dtype.element_ty))
+        store_block(grad_ptr, offs, grad, rem, MASKED)
     if STORE_LOSS:
-        if MASKED:
-            tl.store(loss_ptr + offs, loss.to(loss_ptr.dtype.element_ty), mask=mask)
-        else:
-            tl.store(loss_ptr + offs, loss.to(loss_ptr.dtype.element_ty))
+        store_block(loss_ptr, offs, loss, rem, MASKED)
     if REDUCE:
         if MASKED:
-            loss = tl.where(mask, loss, 0.0)
+            loss = tl.where(offs < rem, loss, 0.0)
         acc += loss
     if CHECK:
         bad += tl.where(tl.abs(y) == 1.0, 0.0, 1.0)
@@ -102,9 +98,7 @@ def hinge_embedding_kernel(
 ):
     # Program p owns elements [p span, min((p + 1) span, n)): its full BLOCKs unmasked, then at
     # most one masked tail. The start is int64; offsets inside the span are int32.
-    pid = tl.program_id(0)
-    start = pid.to(tl.int64) * span
-    count = tl.minimum(n_elements - start, span).to(tl.int32)
+    pid, start, count = program_span(n_elements, span)
     x_ptr += start
     y_ptr += start
     if STORE_LOSS:
@@ -122,10 +116,7 @@ def hinge_embedding_kernel(
     if rem > 0:
         acc, bad = _block(x_ptr, y_ptr, loss_ptr, grad_ptr, n_full * BLOCK + offs, rem, acc,
                           bad, margin, scale, STORE_LOSS, REDUCE, NEED_GRAD, CHECK, True, PTX)
-    if REDUCE:
-        tl.store(partial_ptr + pid, tl.sum(acc, axis=0))
-    if CHECK:
-        tl.store(bad_ptr + pid, tl.sum(bad.to(tl.int32), axis=0))
+    store_program_sums(partial_ptr, bad_ptr, pid, acc, bad, REDUCE, CHECK)
 
 
 def launch(call: Call, check: bool = False) -> Result:

@@ -39,7 +39,14 @@ import triton
 import triton.language as tl
 
 from marginloss.backends._common import grad_scale, reduce_rows
-from marginloss.kernels._common import flat_span, ptx_allowed, to_f32
+from marginloss.kernels._common import (
+    flat_span,
+    load_f32,
+    program_span,
+    ptx_allowed,
+    store_block,
+    store_program_sums,
+)
 from marginloss.losses._spec import Call, Result
 from marginloss.losses.margin_ranking_loss import SPEC
 
@@ -52,37 +59,22 @@ def _block(x1_ptr, x2_ptr, y_ptr, loss_ptr, g1_ptr, g2_ptr, offs, rem, acc, bad,
            NEED_G2: tl.constexpr, CHECK: tl.constexpr, MASKED: tl.constexpr,
            PTX: tl.constexpr):
     """One block of elements ``offs`` (all of them, or those below ``rem`` when MASKED)."""
-    if MASKED:
-        mask = offs < rem
-        x1 = to_f32(tl.load(x1_ptr + offs, mask=mask, other=0.0), PTX)
-        x2 = to_f32(tl.load(x2_ptr + offs, mask=mask, other=0.0), PTX)
-        y = to_f32(tl.load(y_ptr + offs, mask=mask, other=1.0), PTX)  # a valid padding label
-    else:
-        x1 = to_f32(tl.load(x1_ptr + offs), PTX)
-        x2 = to_f32(tl.load(x2_ptr + offs), PTX)
-        y = to_f32(tl.load(y_ptr + offs), PTX)
+    x1 = load_f32(x1_ptr, offs, rem, 0.0, MASKED, PTX)
+    x2 = load_f32(x2_ptr, offs, rem, 0.0, MASKED, PTX)
+    y = load_f32(y_ptr, offs, rem, 1.0, MASKED, PTX)  # a valid padding label
     z = -y * (x1 - x2) + margin
     if NEED_G1 or NEED_G2:
         g = (-y * scale) * tl.where(z >= 0.0, 1.0, 0.0)
         if NEED_G1:
-            if MASKED:
-                tl.store(g1_ptr + offs, g.to(g1_ptr.dtype.element_ty), mask=mask)
-            else:
-                tl.store(g1_ptr + offs, g.to(g1_ptr.dtype.element_ty))
+            store_block(g1_ptr, offs, g, rem, MASKED)
         if NEED_G2:
-            if MASKED:
-                tl.store(g2_ptr + offs, (-g).to(g2_ptr.dtype.element_ty), mask=mask)
-            else:
-                tl.store(g2_ptr + offs, (-g).to(g2_ptr.dtype.element_ty))
+            store_block(g2_ptr, offs, -g, rem, MASKED)
     loss = tl.where(z < 0.0, 0.0, z)
     if STORE_LOSS:
-        if MASKED:
-            tl.store(loss_ptr + offs, loss.to(loss_ptr.dtype.element_ty), mask=mask)
-        else:
-            tl.store(loss_ptr + offs, loss.to(loss_ptr.dtype.element_ty))
+        store_block(loss_ptr, offs, loss, rem, MASKED)
     if REDUCE:
         if MASKED:
-            loss = tl.where(mask, loss, 0.0)
+            loss = tl.where(offs < rem, loss, 0.0)
         acc += loss
     if CHECK:
         bad += tl.where(tl.abs(y) == 1.0, 0.0, 1.0)
@@ -113,9 +105,7 @@ def margin_ranking_kernel(
 ):
     # Program p owns elements [p span, min((p + 1) span, n)): its full BLOCKs unmasked, then at
     # most one masked tail. The start is int64; offsets inside the span are int32.
-    pid = tl.program_id(0)
-    start = pid.to(tl.int64) * span
-    count = tl.minimum(n_elements - start, span).to(tl.int32)
+    pid, start, count = program_span(n_elements, span)
     x1_ptr += start
     x2_ptr += start
     y_ptr += start
@@ -138,10 +128,7 @@ def margin_ranking_kernel(
         acc, bad = _block(x1_ptr, x2_ptr, y_ptr, loss_ptr, g1_ptr, g2_ptr,
                           n_full * BLOCK + offs, rem, acc, bad, margin, scale, STORE_LOSS,
                           REDUCE, NEED_G1, NEED_G2, CHECK, True, PTX)
-    if REDUCE:
-        tl.store(partial_ptr + pid, tl.sum(acc, axis=0))
-    if CHECK:
-        tl.store(bad_ptr + pid, tl.sum(bad.to(tl.int32), axis=0))
+    store_program_sums(partial_ptr, bad_ptr, pid, acc, bad, REDUCE, CHECK)
 
 
 def launch(call: Call, check: bool = False) -> Result:
