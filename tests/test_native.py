@@ -474,6 +474,7 @@ def test_float64_row_losses_through_the_abi(name):
             0,
             n,
             shape[1],
+            shape[1],  # t_cols: the full target (ignored by a 1-D target's kernel)
             *options,
             *(0.0,) * (4 - len(options)),
             1.0,
@@ -566,6 +567,115 @@ def test_any_thread_count_gives_bitwise_identical_results(name):
                 assert torch.equal(res.grads[0], ref.grads[0]), reduction
     finally:
         torch.set_num_threads(saved)
+
+
+# ----------------------------------------------------------------------------------------------
+# target forms besides the full one: one broadcast value, narrow index lists
+
+
+def same(a, b):
+    """Bitwise equal results: loss, gradient, bad-label count."""
+    assert torch.equal(a.loss, b.loss)
+    for ga, gb in zip(a.grads, b.grads, strict=True):
+        assert (ga is None and gb is None) or torch.equal(ga, gb)
+    assert a.bad_labels == b.bad_labels
+
+
+# short rows (blocks of rows), long rows, rows of several chunks
+@pytest.mark.parametrize("shape", [(7, 5), (33, 128), (9, 300), (3, 40_000)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_multilabel_soft_margin_broadcast_value_is_the_full_target(shape, reduction):
+    """A target of all strides 0 (marginloss.sparse's zero target) is read as its one value:
+    bitwise the full target holding it, with weights, pos_weight and label smoothing, with
+    and without the gradient; a bad value counts once per element."""
+    n, c = shape
+    x = torch.randn(shape) * 4
+    pw = torch.rand(c) * 3
+    for value in (0.0, 0.25, 1.0):
+        one = torch.tensor(value).expand(shape)
+        assert one.stride() == (0, 0)
+        full = torch.full(shape, value)
+        for w in (None, torch.rand(c) + 0.5, torch.rand(shape) + 0.5):
+            for extras in ((), (pw, 0.0), (None, 0.1), (pw, 0.2)):
+                for need in (True, False):
+                    a = call(x, one, w, reduction=reduction, need_grad=need)._replace(
+                        extras=extras)
+                    b = a._replace(target=full)
+                    same(run(MULTILABEL_SOFT_MARGIN_LOSS, a), run(MULTILABEL_SOFT_MARGIN_LOSS, b))
+    zero = call(x, torch.tensor(0.0).expand(shape), reduction=reduction)
+    assert_matches(MULTILABEL_SOFT_MARGIN_LOSS, zero._replace(target=torch.zeros(shape)))
+    assert_matches(MULTILABEL_SOFT_MARGIN_LOSS, zero)
+    for bad in (2.0, NAN, -0.5):
+        res = run(MULTILABEL_SOFT_MARGIN_LOSS, call(x, torch.tensor(bad).expand(shape)))
+        assert res.bad_labels == n * c
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_multilabel_margin_narrow_target_is_the_padded_one(reduction):
+    """An (N, W) index target, W <= C, is read as the -1-padded (N, C) one: bitwise, short and
+    long lists (counted or searched), rows that fill all W entries (no -1), junk after a -1."""
+    for n, c, k in ((6, 9, None), (40, 300, 8), (12, 2048, 200), (5, 64, 64)):
+        x = grid((n, c))
+        full = index_lists(n, c, k, tail="junk")
+        lengths = (full < 0).int().argmax(1).where((full < 0).any(1), torch.tensor(c))
+        for w in sorted({1, int(lengths.max()), int(lengths.max()) + 1, c - 1}):
+            if not 1 <= w < c:
+                continue
+            narrow = full[:, :w].contiguous()
+            padded = torch.cat([narrow, torch.full((n, c - w), -1)], 1)  # the same lists
+            for need in (False, True):
+                a = run(MULTILABEL_MARGIN_LOSS, call(x, narrow, reduction=reduction,
+                                                     need_grad=need))
+                same(a, run(MULTILABEL_MARGIN_LOSS, call(x, padded, reduction=reduction,
+                                                         need_grad=need)))
+            loss, grad = reference(MULTILABEL_MARGIN_LOSS, call(x, padded, reduction=reduction))
+            torch.testing.assert_close(a.loss.double(), loss, rtol=2e-6, atol=1e-6)
+            torch.testing.assert_close(a.grads[0].double(), grad, rtol=2e-6, atol=1e-8)
+
+
+def test_multilabel_margin_narrow_bad_entries_are_counted_and_never_read():
+    """Out-of-range entries of a narrow target: counted (in all W entries of a row), skipped
+    before the first -1, never read; a narrow target of 0s and 1s is a list, not a mask."""
+    c = 50
+    x = grid((3, c))
+    t = torch.tensor([[2**62, 4, -(2**62)], [7, c, 3], [1, 0, 1]])
+    res = run(MULTILABEL_MARGIN_LOSS, call(x, t, reduction="none"))
+    assert res.bad_labels == 3  # 2**62, c, -(2**62); row 2 (only 0 and 1) is a list
+    clean = torch.tensor([[4, -1, -1], [7, 3, -1], [1, 0, 1]])  # what the rows list
+    same(res._replace(bad_labels=0), run(MULTILABEL_MARGIN_LOSS, call(x, clean, reduction="none")))
+    huge = torch.full((3, c - 1), 2**62)  # no -1 at all: every entry skipped, none read
+    res = run(MULTILABEL_MARGIN_LOSS, call(x, huge, reduction="none"))
+    assert res.bad_labels == 3 * (c - 1) and (res.loss == 0).all() and (res.grads[0] == 0).all()
+
+
+def test_target_forms_are_accepted_exactly_where_declared():
+    """What the forms allow (metadata only): the broadcast value for the multilabel soft margin
+    loss only, the narrow target for the multilabel margin loss only; nothing else."""
+    soft, mlsm, mlm = (SPECS[SOFT_MARGIN_LOSS], SPECS[MULTILABEL_SOFT_MARGIN_LOSS],
+                       SPECS[MULTILABEL_MARGIN_LOSS])
+    x = torch.randn(4, 6)
+    zero = torch.tensor(0.0).expand(4, 6)
+    lists = index_lists(4, 6, 2)
+    accepted = [(mlsm, zero), (mlm, lists[:, :3].contiguous()), (mlm, lists[:, :1].int())]
+    for spec, t in accepted:
+        assert native.unavailable(spec, call(x, t)) is None
+    refused = [
+        (soft, zero, "contiguous target"),  # no forms declared
+        (mlsm, torch.rand(6).expand(4, 6), "one value broadcast"),  # stride (0, 1)
+        (mlsm, torch.rand(4, 1).expand(4, 6), "one value broadcast"),  # stride (1, 0)
+        (mlsm, torch.rand(6, 4).t(), "one value broadcast"),
+        (mlsm, torch.tensor(0.0, dtype=torch.float64).expand(4, 6), "torch.float32 target"),
+        (mlsm, torch.rand(4, 3), "target of shape (4, 6) (not broadcast)"),  # not narrow
+        (mlm, lists[:, :3], "contiguous target"),  # a view of the wide rows
+        (mlm, lists.t().contiguous().t(), "contiguous target"),
+        (mlm, torch.tensor(-1).expand(4, 6), "contiguous target"),  # no broadcast form
+        (mlm, torch.full((4, 7), -1), "(N, W) with 1 <= W <= C"),  # wider than C
+        (mlm, torch.full((4, 0), -1), "(N, W) with 1 <= W <= C"),
+        (mlm, torch.full((3, 2), -1), "(N, W) with 1 <= W <= C"),
+    ]
+    for spec, t, why in refused:
+        problem = native.unavailable(spec, call(x, t))
+        assert problem is not None and why in problem, (why, problem)
 
 
 # ----------------------------------------------------------------------------------------------

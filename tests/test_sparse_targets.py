@@ -69,10 +69,11 @@ def random_mask(n, c, p=0.3, dtype=torch.float64, soft=False):
     return mask
 
 
-def grad_of(loss_fn, x, target, **kw):
+def grad_of(loss_fn, x, target, up=None, **kw):
     x = x.detach().requires_grad_()
     out = loss_fn(x, target, **kw)
-    up = torch.randn_like(out) + 2.0  # an upstream gradient != 1
+    if up is None:
+        up = torch.randn_like(out) + 2.0  # an upstream gradient != 1
     (g,) = torch.autograd.grad(out, x, up)
     return out, g, up
 
@@ -136,7 +137,7 @@ def test_dtype_promotes_as_the_dense_target():
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("form", ["csr", "pair"])
 def test_soft_margin_float32_auto_backend(form, reduction):
-    """float32 CPU, backend "auto" (the zero-target pass on the torch backend) vs torch."""
+    """float32 CPU, backend "auto" (the zero-target pass on the C kernel) vs torch."""
     n, c = 33, 130
     x = torch.randn(n, c) * 3
     mask = random_mask(n, c, dtype=torch.float32)
@@ -293,10 +294,15 @@ def test_narrow_dense_target():
     for reduction in REDUCTIONS:
         assert_close(F.multilabel_margin_loss(x, narrow, reduction=reduction),
                      TF.multilabel_margin_loss(x, wide, reduction=reduction))
-    assert_close(F.multilabel_margin_loss(x.float(), narrow, backend="torch"),
-                 TF.multilabel_margin_loss(x.float(), wide))
-    with pytest.raises(BackendUnavailableError, match=r"target of shape \(3, 6\)"):
-        F.multilabel_margin_loss(x.float(), narrow, backend="native")
+    for backend in ("torch", "native"):
+        assert_close(F.multilabel_margin_loss(x.float(), narrow, backend=backend),
+                     TF.multilabel_margin_loss(x.float(), wide))
+    # a narrow view of wider rows is not contiguous: the C kernel refuses it, "auto" falls back
+    view = wide.int()[:, :3]
+    with pytest.raises(BackendUnavailableError, match="contiguous target"):
+        F.multilabel_margin_loss(x.float(), view, backend="native")
+    assert_close(F.multilabel_margin_loss(x.float(), view), TF.multilabel_margin_loss(x.float(),
+                                                                                        wide))
     with pytest.raises(ShapeError, match=r"W <= C"):
         F.multilabel_margin_loss(x, torch.full((3, 7), -1))
     # a narrow target of 0s and 1s is an index list, not a mask
@@ -304,11 +310,137 @@ def test_narrow_dense_target():
                  TF.multilabel_margin_loss(x, torch.tensor([[0, 1, -1, -1, -1, -1]] * 3)))
 
 
+def test_narrow_target_validate_false_is_memory_safe():
+    """Out-of-range entries of an unchecked narrow target are skipped, never read, by the C
+    kernel ("auto" on a float32 CPU input): the result is that of the lists without them;
+    validate=True reports them."""
+    x = torch.randn(3, 40)
+    bad = torch.tensor([[2**62, 4, -1, 2**40], [7, 40, 3, -(2**62)], [-(2**62), 5, 6, 7]])
+    clean = torch.tensor([[4, -1, -1, -1], [7, 3, -1, -1], [-1, -1, -1, -1]])
+    ref = F.multilabel_margin_loss(x, clean, reduction="none", backend="torch")
+    for backend in ("native", "auto"):
+        out = F.multilabel_margin_loss(x, bad, reduction="none", validate=False, backend=backend)
+        assert_close(out, ref)
+        with pytest.raises(LabelError, match=r"\[0, 40\) or -1"):
+            F.multilabel_margin_loss(x, bad, backend=backend)
+
+
 def test_to_padded_is_narrow():
     st = sparse.parse("f", (torch.tensor([2, 0, 2, 2]), torch.tensor([1, 4, 0, 7])),
                       torch.randn(4, 10))
     assert torch.equal(sparse.to_padded(st), torch.tensor(
         [[4, -1, -1, -1], [-1, -1, -1, -1], [1, 0, 7, -1], [-1, -1, -1, -1]]))
+
+
+# ----------------------------------------------------------------------------------------------
+# float32 on the CPU: both losses run on the C kernels
+
+
+@pytest.fixture
+def no_torch_backend(monkeypatch):
+    """The torch backend raises if it runs: what passes ran on the C kernels."""
+    from marginloss.backends import native, torch_ops
+
+    if native.status() is not None:
+        pytest.skip(f"native kernels unavailable: {native.status()}")
+
+    def refuse(spec, call, check=False):
+        raise AssertionError(f"{spec.name} ran on the torch backend")
+
+    monkeypatch.setattr(torch_ops, "run", refuse)
+
+
+SOFT_OPTIONS = {
+    "plain": {},
+    "class weight": {"weight": "class"},
+    "full weight": {"weight": "full"},
+    "pos_weight": {"weight": "class", "pos_weight": True},
+    "smoothing": {"label_smoothing": 0.1},
+    "both": {"pos_weight": True, "label_smoothing": 0.2},
+}
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("options", list(SOFT_OPTIONS))
+@pytest.mark.parametrize("shape", [(37, 29), (9, 1500)])  # short rows (blocks), long rows
+def test_soft_margin_cpu_float32_runs_on_the_c_kernel(no_torch_backend, shape, options,
+                                                      reduction):
+    """The zero-target pass of every sparse form on the C kernel ("auto" picks it, "native"
+    takes it): the dense target's result on the same kernel, within the docstring's
+    precision, and torch's (float64 oracle: BCE with logits averaged over the classes)."""
+    n, c = shape
+    x = torch.randn(n, c) * 3
+    mask = random_mask(n, c, p=0.05, dtype=torch.float32)
+    opts = SOFT_OPTIONS[options]
+    kw = {"reduction": reduction, "label_smoothing": opts.get("label_smoothing", 0.0)}
+    if "weight" in opts:
+        kw["weight"] = torch.rand(c) + 0.5 if opts["weight"] == "class" else torch.rand(n, c)
+    if opts.get("pos_weight"):
+        kw["pos_weight"] = torch.rand(c) * 3
+    dense, g_dense, up = grad_of(F.multilabel_soft_margin_loss, x, mask, backend="native", **kw)
+    xr = x.double().requires_grad_()
+    eps = kw["label_smoothing"]
+    w = kw.get("weight")
+    pw = kw.get("pos_weight")
+    rows = TF.binary_cross_entropy_with_logits(
+        xr, mask.double() * (1 - eps) + eps / 2, reduction="none",
+        weight=None if w is None else w.double(),
+        pos_weight=None if pw is None else pw.double()).mean(1)
+    ref = {"none": rows, "mean": rows.mean(), "sum": rows.sum()}[reduction]
+    (g_ref,) = torch.autograd.grad(ref, xr, up.double())
+    for form in FORMS:
+        for backend in ("auto", "native"):
+            out, g = grad_of(F.multilabel_soft_margin_loss, x, as_form(form, mask), up,
+                             backend=backend, **kw)[:2]
+            # the loss is a difference of two rounded terms: absolute error ~ eps * sum / C
+            torch.testing.assert_close(out, dense, rtol=2e-6, atol=1e-6)
+            torch.testing.assert_close(g, g_dense, rtol=2e-6, atol=1e-7)
+            torch.testing.assert_close(out.double(), ref, rtol=2e-5, atol=1e-6)
+            torch.testing.assert_close(g.double(), g_ref, rtol=2e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(7, 12), (40, 700)])
+def test_margin_cpu_float32_runs_on_the_c_kernel(no_torch_backend, shape, reduction):
+    """The narrow target of every sparse form on the C kernel: bitwise the dense -1-padded
+    target's result on the same kernel, and torch's."""
+    n, c = shape
+    x = ((torch.randn(n, c, dtype=torch.float64) * 24).round() / 16).float()
+    mask = random_mask(n, c, p=0.1, dtype=torch.float32)
+    mask[2] = 1  # a row listing every class
+    padded = padded_of(mask)
+    dense, g_dense, up = grad_of(F.multilabel_margin_loss, x, padded, reduction=reduction,
+                                 backend="native")
+    xr = x.double().requires_grad_()
+    ref = TF.multilabel_margin_loss(xr, padded, reduction=reduction)
+    (g_ref,) = torch.autograd.grad(ref, xr, up.double())
+    assert_close(dense, ref)
+    assert_close(g_dense, g_ref)
+    for form in FORMS:
+        for backend in ("auto", "native"):
+            out, g = grad_of(F.multilabel_margin_loss, x, as_form(form, mask), up,
+                             reduction=reduction, backend=backend)[:2]
+            assert torch.equal(out, dense) and torch.equal(g, g_dense)
+
+
+def test_non_canonical_targets_still_fall_back():
+    """Dense targets the C kernels cannot read (broadcast rows, transposed, a view of wider
+    rows) are refused by backend="native" and computed by "auto" on the torch backend."""
+    x = torch.randn(4, 6)
+    row = (torch.rand(6) < 0.5).float()
+    cases = [
+        (F.multilabel_soft_margin_loss, row.expand(4, 6), row.expand(4, 6).contiguous(),
+         "one value broadcast"),
+        (F.multilabel_soft_margin_loss, torch.ones(6, 4).t(), torch.ones(4, 6),
+         "one value broadcast"),
+        (F.multilabel_margin_loss, padded_of(torch.eye(4, 6))[:, :2],
+         padded_of(torch.eye(4, 6)), "contiguous target"),
+    ]
+    for loss, target, same, why in cases:
+        with pytest.raises(BackendUnavailableError, match=why):
+            loss(x, target, backend="native")
+        assert_close(loss(x, target, reduction="none"),
+                     loss(x, same, reduction="none", backend="native"))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,10 +26,9 @@ values (0 for every class not stored),
              - \frac{1}{C} \sum_{(n, c) \in P_n} w_{nc}\, y_{nc}\, x_{nc} .
 
 The first term is the loss's own pass with a zero target (a stride-0 view of one 0-d zero,
-never materialised: the Triton kernel and the torch backend read it in place; the CPU's C
-kernel takes only a contiguous target, so on the CPU this pass runs on the torch backend,
-about 3 to 5 times slower than the C kernel on a dense target); the second is
-an :math:`O(\text{nnz})` gather of the scores at the positives and a per-row sum
+never materialised: every backend reads it in place, the CPU's C kernel as one value read
+once, so this pass costs what the dense target's does, less its reads of the target); the
+second is an :math:`O(\text{nnz})` gather of the scores at the positives and a per-row sum
 (:func:`soft_margin_correction`), differentiated by autograd (:math:`-w y / C` at each
 positive). ``pos_weight`` :math:`p` and ``label_smoothing`` :math:`\varepsilon` keep this
 form: the zero-target pass takes them as they are, and the correction becomes
@@ -47,9 +46,9 @@ absolute error of about :math:`2^{-24} w / C` (it is :math:`w(\sigma(x) - y)/C` 
 stored twice is listed twice and counts twice, as in a dense -1-padded row), in a narrow
 ``(N, K + 1)`` target padded with -1 (:math:`K` the longest list; :func:`to_padded`): the
 losses read a row only up to its first -1, so this is the dense target without its padding
-columns, :math:`O(N K)`. A row may list at most :math:`C` entries. The torch backend takes the
-narrow target, and so does the Triton kernel (the C kernel reads full rows, so CPU calls run
-on the torch backend, much slower than the C kernel on a dense target).
+columns, :math:`O(N K)`. A row may list at most :math:`C` entries. Every backend takes the
+narrow target (the CPU's C kernel reads each row up to its first -1 or its :math:`K + 1`
+entries, not the dense target's :math:`C`).
 
 **Validation** (``validate=True``) reads the sparse structure only, :math:`O(\text{nnz})`
 (plus a sort of the entries for the soft margin loss's duplicate check): indices in range, a
@@ -537,9 +536,8 @@ def multilabel_soft_margin_loss(input: Tensor, target, weight: Tensor | None = N
         out = _checks.promote_float(out, weight.dtype)
     acc = torch.float64 if out == torch.float64 else torch.float32
     # the dense pass in the accumulation dtype (float16 scores give a float32 loss here), so
-    # that the difference below is taken before the one rounding to the output dtype. The
-    # Triton kernel and the torch backend read the stride-0 zero in place; the CPU's C kernel
-    # takes only a contiguous target, so float32 CPU calls run on the torch backend.
+    # that the difference below is taken before the one rounding to the output dtype. Every
+    # backend reads the stride-0 zero in place (the CPU's C kernel as one value).
     zero = torch.zeros((), dtype=acc, device=input.device).expand(n_rows, n_classes)
     loss = functional.multilabel_soft_margin_loss(
         input, zero, weight, reduction=reduction, validate=validate, backend=backend,

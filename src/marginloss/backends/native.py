@@ -23,9 +23,13 @@ How it is built and run:
   Results do not depend on the number of threads. In a forked child calls run on one thread
   (libgomp's team does not survive ``fork``).
 * **Scope**: CPU, float32 contiguous inputs; the target in the kernel's dtype (another integer
-  dtype is converted to int64 for an int64 kernel), its canonical shape, contiguous; a float32
-  weight, per class ``(C,)`` or full ``(N, C)``, contiguous, where the kernel takes one.
-  :func:`unavailable` says why a call is out of scope, from metadata only.
+  dtype is converted to int64 for an int64 kernel), its canonical shape, contiguous, or in a
+  form the kernel declares besides (``target_forms``): one value broadcast to ``(N, C)`` (all
+  strides 0, e.g. :mod:`marginloss.sparse`'s zero target, read once), or a narrow contiguous
+  ``(N, W)`` target with :math:`1 \le W \le C` (its rows' first :math:`W` entries, e.g. a
+  -1-padded index list without its padding columns); a float32 weight, per class ``(C,)`` or
+  full ``(N, C)``, contiguous, where the kernel takes one. :func:`unavailable` says why a call
+  is out of scope, from metadata only.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from marginloss.losses._spec import Call, LossSpec, Result, input_dtype
 NAME = "native"
 DEVICES = ("cpu",)  # device types backend="auto" may send here
 
-_ABI = 1  # ML_ABI in csrc/common.h
+_ABI = 2  # ML_ABI in csrc/common.h
 # -fno-trapping-math lets the branch-free selects vectorise; -ffp-contract=fast allows fused
 # multiply-adds, which ISO mode (-std=c99) would otherwise forbid
 _FLAGS = ("-O3", "-std=c99", "-ffp-contract=fast", "-fPIC", "-shared", "-fno-math-errno",
@@ -63,13 +67,14 @@ _VARIANTS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native", "-f
              ("-fopenmp-simd",), ())
 
 # struct ml_call (csrc/common.h): x[3], grad[3], target, weight (pointers), w_row_stride,
-# n_rows, n_cols, opt[4], gscale, reduction, n_threads, loss, rows
-_CALL = struct.Struct("=8Q3q5d2i2Q")
+# n_rows, n_cols, t_cols, opt[4], gscale, reduction, n_threads, loss, rows
+_CALL = struct.Struct("=8Q4q5d2i2Q")
 # struct ml_ext: ext[2] (scalar extras), vec[2] (per-class vector extras)
 _EXT = struct.Struct("=2d2Q")
 _REDUCTION = {"none": 0, "mean": 1, "sum": 2}
 _TARGET_DTYPES = {1: torch.float32, 2: torch.int64}  # ML_TARGET_F32, ML_TARGET_I64
 _WEIGHT_CLASS, _WEIGHT_FULL = 1, 2
+_FORM_SCALAR, _FORM_NARROW = 1, 2  # ML_FORM_*: target forms besides the full one
 _F32 = torch.float32
 _SCALAR = torch.empty((), dtype=_F32)  # the template of 0-d losses
 _INTEGER = (torch.int8, torch.int16, torch.int32, torch.uint8, torch.int64)
@@ -208,7 +213,7 @@ class _Info(ctypes.Structure):
                 ("elementwise", ctypes.c_int32), ("target", ctypes.c_int32),
                 ("target_ndim", ctypes.c_int32), ("weight", ctypes.c_int32),
                 ("check", ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.POINTER(ctypes.c_double))),
-                ("n_ext", ctypes.c_int32)]
+                ("n_ext", ctypes.c_int32), ("target_forms", ctypes.c_int32)]
 
 
 class _Kernel(NamedTuple):
@@ -224,6 +229,7 @@ class _Kernel(NamedTuple):
     check: ctypes._CFuncPtr | None
     n_ext: int = 0
     fn_ext: ctypes._CFuncPtr | None = None  # ml_<name>_ext_f32 (n_ext > 0)
+    target_forms: int = 0  # ML_FORM_* bits
 
 
 _kernels: dict[str, _Kernel | str] = {}
@@ -262,7 +268,7 @@ def _find_kernel(name: str) -> _Kernel | str:
         fn_ext.restype = ctypes.c_int64  # its arguments: the packed ml_call and ml_ext
     return _Kernel(fn, info.n_inputs, info.n_opts, bool(info.elementwise),
                    _TARGET_DTYPES.get(info.target), info.target_ndim, info.weight,
-                   info.check or None, info.n_ext, fn_ext)
+                   info.check or None, info.n_ext, fn_ext, info.target_forms)
 
 
 def _options_problem(k: _Kernel, options: tuple) -> str | None:
@@ -340,11 +346,41 @@ def _target_problem(k: _Kernel, target: Tensor | None, x: Tensor) -> str | None:
         return f"the target is on {target.device.type}, and the native kernels run on the CPU"
     if target.dtype is not k.target and not (k.target == torch.int64 and target.dtype in _INTEGER):
         return f"the native kernel takes a {k.target} target, got {target.dtype}"
+    if _target_cols(k, target, x) is not None:
+        return None
     shape = tuple(x.shape[:k.target_ndim])
-    if tuple(target.shape) != shape:
-        return f"the native kernel takes a target of shape {shape} (not broadcast)"
-    if not target.is_contiguous():
-        return "the native kernels take a contiguous target"
+    narrow = k.target_forms & _FORM_NARROW
+    if tuple(target.shape) != shape and not (
+            narrow and target.dim() == 2 and target.shape[0] == x.shape[0]
+            and 1 <= target.shape[1] <= x.shape[1]):
+        also = " or (N, W) with 1 <= W <= C" if narrow else ""
+        return f"the native kernel takes a target of shape {shape}{also} (not broadcast)"
+    if k.target_forms & _FORM_SCALAR:
+        return "the native kernel takes a contiguous target, or one value broadcast (strides 0)"
+    return "the native kernels take a contiguous target"
+
+
+def _target_cols(k: _Kernel, target: Tensor | None, x: Tensor) -> int | None:
+    """``ml_call.t_cols`` for a target of the kernel's dtype (metadata only), or None when the
+    kernel cannot read its layout: C (or the number of classes, for a kernel whose target is
+    not 2-D) for the canonical contiguous target; where the kernel declares the form, W for a
+    contiguous ``(N, W)`` target with ``1 <= W <= C``, 0 for one value broadcast to ``(N, C)``
+    (all strides 0, not empty: the kernel reads its one element)."""
+    n_cols = x.shape[1]
+    if target is None or k.target_ndim != 2:
+        ok = target is None or (tuple(target.shape) == tuple(x.shape[:k.target_ndim])
+                                and target.is_contiguous())
+        return n_cols if ok else None
+    if target.dim() != 2 or target.shape[0] != x.shape[0]:
+        return None
+    width = target.shape[1]
+    if width == n_cols and target.is_contiguous():
+        return n_cols
+    if k.target_forms & _FORM_NARROW and 1 <= width < n_cols and target.is_contiguous():
+        return width
+    if (k.target_forms & _FORM_SCALAR and width == n_cols and target.stride() == (0, 0)
+            and target.numel() > 0):
+        return 0
     return None
 
 
@@ -414,7 +450,7 @@ def planned(spec: LossSpec, call: Call) -> _Planned:
 # plan); the thread count and the outputs
 _POINTERS = struct.Struct("=8Q")
 _POINTERS_1 = struct.Struct("=Q16xQ16x2Q")  # one input: x[0], grad[0], target, weight
-_FIXED = struct.Struct("=3q5di")
+_FIXED = struct.Struct("=4q5di")
 _TAIL = struct.Struct("=i2Q")
 assert _POINTERS.size + _FIXED.size + _TAIL.size == _CALL.size
 
@@ -430,9 +466,12 @@ class _Planned:
         weight = call.weight
         reduction = _REDUCTION[call.reduction]
         opts = (*call.options, *(0.0,) * (4 - len(call.options)))
+        t_cols = _target_cols(k, call.target, x)
+        if t_cols is None:  # (never: unavailable() accepted the call)
+            raise RuntimeError(f"the native kernel for {spec.name} cannot read this target")
         self.fixed = _FIXED.pack(
             n_cols if weight is not None and weight.dim() == 2 and weight.stride(0) else 0,
-            n_rows, n_cols, *opts,
+            n_rows, n_cols, t_cols, *opts,
             _mean_scale(n_rows * n_cols if k.elementwise else n_rows) if reduction == 1
             else 1.0, reduction)
         self.fn = k.fn_ext if call.extras and k.fn_ext is not None else None

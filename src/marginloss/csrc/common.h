@@ -18,7 +18,8 @@
  *       how many inputs and options, the target's dtype and shape, which weights, whether "none"
  *       gives one loss per element or per row, and a check of the option values.
  *
- * The call (ml_call). All tensors are row-major and contiguous; the caller checks that, and that
+ * The call (ml_call). All tensors are row-major and contiguous (the target may take one of the
+ * two other forms below, where the kernel declares it); the caller checks that, and that
  * n_cols < 2^31.
  *   x[i]         differentiable inputs, i < n_inputs: float32 (n_rows, n_cols) each (a loss of
  *                vectors, e.g. a margin ranking loss, has n_cols == 1; a triplet loss has rows
@@ -27,6 +28,13 @@
  *                when not wanted. Every entry is written (also for rows with a bad target).
  *   target       the target, of the dtype and shape the kernel declares; NULL when it has none.
  *                Never dereferenced out of range, whatever its values.
+ *   t_cols       the entries per row of a 2-D target (row stride t_cols): n_cols, the full
+ *                (n_rows, n_cols) target, which every kernel takes (and the value to pass for
+ *                a kernel whose target is not 2-D, or that has none); where the kernel declares
+ *                the form (ml_kernel.target_forms), W in [1, n_cols] for a narrow target
+ *                (ML_FORM_NARROW: the rows' first W entries, e.g. an index list that stops
+ *                there), or 0 for one value read for every element (ML_FORM_SCALAR: target[0],
+ *                e.g. a broadcast zero, never materialised).
  *   weight       NULL, or float32 with row stride w_row_stride: 0 means one weight per class
  *                (n_cols,), n_cols means a full (n_rows, n_cols) weight.
  *   n_rows, n_cols
@@ -46,7 +54,9 @@
  * another layout; then n_inputs, n_opts (at most 4), elementwise, the target's dtype
  * (ML_TARGET_*) and number of dimensions (1: (n_rows,), 2: (n_rows, n_cols)), the weights taken
  * (ML_WEIGHT_* bits), check, and n_ext (how many extras it takes: 0 unless built with
- * ML_KERNEL_EXT). Each file builds its descriptor with ML_KERNEL(...) or ML_KERNEL_EXT(...).
+ * ML_KERNEL_EXT) and target_forms (ML_FORM_* bits: the target forms beyond the full one it
+ * takes, see t_cols; 0 unless built with ML_KERNEL_FORMS). Each file builds its descriptor with
+ * ML_KERNEL(...), ML_KERNEL_EXT(...) or ML_KERNEL_FORMS(...).
  *
  * Extras. A loss with options of its own beyond torch's (LossSpec.extras, e.g. pos_weight,
  * label_smoothing) declares n_ext > 0 and exports a third symbol,
@@ -73,7 +83,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ML_ABI 1
+#define ML_ABI 2
 
 #define ML_NONE 0 /* reductions */
 #define ML_MEAN 1
@@ -86,6 +96,9 @@
 #define ML_WEIGHT_CLASS 1 /* weights a kernel takes (bits) */
 #define ML_WEIGHT_FULL 2
 
+#define ML_FORM_SCALAR 1 /* target forms beyond the full one a kernel takes (bits) */
+#define ML_FORM_NARROW 2
+
 #define ML_ERR_NOMEM (-1)
 
 typedef struct ml_call {
@@ -95,6 +108,7 @@ typedef struct ml_call {
     const float *weight;
     int64_t w_row_stride;
     int64_t n_rows, n_cols;
+    int64_t t_cols;
     double opt[4];
     double gscale;
     int32_t reduction;
@@ -120,17 +134,23 @@ typedef struct ml_kernel {
     /* check(opt): NULL when the kernel computes with these option values, else why not (one
      * line). The field is NULL when every value is fine. */
     const char *(*check)(const double *opt);
-    int32_t n_ext; /* extras (ml_ext slots) ml_<name>_ext_f32 takes, 0 to 2 */
+    int32_t n_ext;        /* extras (ml_ext slots) ml_<name>_ext_f32 takes, 0 to 2 */
+    int32_t target_forms; /* ML_FORM_* bits: the target forms besides the full one */
 } ml_kernel;
 
 /* A kernel's descriptor, in the field order above from n_inputs on. */
 #define ML_KERNEL(n_inputs, n_opts, elementwise, target, target_ndim, weight, check)          \
     {ML_ABI, (int32_t)sizeof(ml_call), n_inputs, n_opts, elementwise, target, target_ndim,  \
-     weight, check, 0}
+     weight, check, 0, 0}
 /* The same for a kernel that also reads n_ext extras. */
 #define ML_KERNEL_EXT(n_inputs, n_opts, elementwise, target, target_ndim, weight, check, n_ext) \
     {ML_ABI, (int32_t)sizeof(ml_call), n_inputs, n_opts, elementwise, target, target_ndim,  \
-     weight, check, n_ext}
+     weight, check, n_ext, 0}
+/* The same for a kernel that also takes the target forms `forms` (ML_FORM_* bits). */
+#define ML_KERNEL_FORMS(n_inputs, n_opts, elementwise, target, target_ndim, weight, check,   \
+                        n_ext, forms)                                                        \
+    {ML_ABI, (int32_t)sizeof(ml_call), n_inputs, n_opts, elementwise, target, target_ndim,  \
+     weight, check, n_ext, forms}
 
 #if defined(__GNUC__) || defined(__clang__)
 #define ML_INLINE static inline __attribute__((always_inline))

@@ -2,9 +2,10 @@
  * multilabel_margin_loss: the multi-label hinge (ranking) loss over -1-terminated index lists,
  * float32.
  *
- * Row n of C scores x; its target row lists classes t_1 .. t_K up to the first negative entry
- * (entries after it are ignored; a class listed twice counts twice in the sum, once in the
- * target set T). With S_j = x_{t_j}:
+ * Row n of C scores x; its target row (W = t_cols entries: C, or fewer for a narrow target,
+ * ML_FORM_NARROW: a -1-padded row without its padding columns) lists classes t_1 .. t_K up to
+ * the first negative entry or its end (entries after a negative one are ignored; a class
+ * listed twice counts twice in the sum, once in the target set T). With S_j = x_{t_j}:
  *
  *   l_n        = (1/C) sum_{j <= K} sum_{k not in T} [1 - S_j + x_k]_+      (strict > 0)
  *   dl_n/dx_k  = c_k / C          (k not in T),  c_k = #{j : 1 - S_j + x_k > 0}
@@ -26,18 +27,19 @@
  *      are never active (NaN compares false; a NaN target score is sorted as +inf), as in torch.
  *
  * Label check, in the same pass: counts target entries outside [-1, C) anywhere in the row
- * (also after the first -1), plus 1 when the whole target holds only 0s and 1s while C > 2 (a
- * 0/1 mask, not an index list). Entries >= C before the first negative are skipped, never
- * dereferenced.
+ * (also after the first -1), plus 1 when the whole target holds only 0s and 1s while C > 2 and
+ * W = C (a 0/1 mask, not an index list; a narrow target of 0s and 1s is a list). Entries >= C
+ * before the first negative are skipped, never dereferenced.
  *
- * Memory traffic per row: read the target row (8 bytes per class) and the scores once, write
+ * Memory traffic per row: read the target row (8 bytes per entry) and the scores once, write
  * the gradient once plus the K target entries; sort and search in per-thread scratch (about
  * 45 bytes per class, in cache). Rows are spread over the threads. The label check reads each
  * thread's whole target range in one vectorised pass first.
  */
 #include "common.h"
 
-static const ml_kernel info = ML_KERNEL(1, 0, 0, ML_TARGET_I64, 2, 0, 0);
+static const ml_kernel info =
+    ML_KERNEL_FORMS(1, 0, 0, ML_TARGET_I64, 2, 0, 0, 0, ML_FORM_NARROW);
 
 const ml_kernel *ml_multilabel_margin_loss_info(void) { return &info; }
 
@@ -182,13 +184,14 @@ ML_INLINE void count_classes(const float *restrict x, const float *restrict key,
     }
 }
 
-/* One row (its list: the entries before the first negative one). Returns its loss times C,
- * in float64. */
-static double row(const float *restrict x, const int64_t *restrict t, int64_t C, float scale,
-                  float *restrict grad, scratch *s) {
-    /* keys q = S - 1 of the listed classes in range (NaN scores sort as +inf), marked listed */
+/* One row (its list: the entries before the first negative one, of the `width` <= C in t).
+ * Returns its loss times C, in float64. */
+static double row(const float *restrict x, const int64_t *restrict t, int64_t width, int64_t C,
+                  float scale, float *restrict grad, scratch *s) {
+    /* keys q = S - 1 of the listed classes in range (NaN scores sort as +inf), marked listed
+     * (at most width <= C of them: the scratch's size) */
     int64_t n = 0;
-    for (int64_t j = 0; j < C; j++) {
+    for (int64_t j = 0; j < width; j++) {
         int64_t u = t[j];
         if (u < 0) break;
         if (u >= C) continue; /* out of range: skipped (counted as bad) */
@@ -276,14 +279,14 @@ static double row(const float *restrict x, const int64_t *restrict t, int64_t C,
 /* Rows [r0, r1): losses into v[r]; returns the bad entries (and the non-0/1 ones in *not01),
  * or ML_ERR_NOMEM. */
 static int64_t rows(const ml_call *c, int64_t r0, int64_t r1, double *v, int64_t *not01) {
-    const int64_t C = c->n_cols;
+    const int64_t C = c->n_cols, W = c->t_cols;
     if (r0 >= r1) return 0;
     /* the label check: one pass over the range's whole target (entries after a row's first
      * negative one included) */
     const int64_t *t = (const int64_t *)c->target;
     int64_t bad = 0, n01 = 0;
 #pragma omp simd reduction(+ : bad, n01)
-    for (int64_t i = r0 * C; i < r1 * C; i++) {
+    for (int64_t i = r0 * W; i < r1 * W; i++) {
         int64_t ti = t[i];
         bad += (ti < -1) | (ti >= C);
         n01 += (ti != 0) & (ti != 1);
@@ -295,7 +298,7 @@ static int64_t rows(const ml_call *c, int64_t r0, int64_t r1, double *v, int64_t
     for (int64_t r = r0; r < r1; r++) {
         const float *x = (const float *)c->x[0] + r * C;
         float *grad = c->grad[0] ? (float *)c->grad[0] + r * C : 0;
-        v[r] = row(x, t + r * C, C, scale, grad, &s) / (double)C;
+        v[r] = row(x, t + r * W, W, C, scale, grad, &s) / (double)C;
     }
     free(s.term);
     return bad;
@@ -333,5 +336,5 @@ int64_t ml_multilabel_margin_loss_f32(const ml_call *c) {
     }
     ml_store_rows(c, v);
     if (v != c->rows) ml_free_doubles(v, stack);
-    return bad + (N > 0 && C > 2 && not01 == 0);
+    return bad + (N > 0 && C > 2 && c->t_cols == C && not01 == 0);
 }

@@ -18,20 +18,27 @@
  * lose a small p to rounding), and exactly 1 without p. See common.h for the float32 math.
  * "mean" averages the N row losses.
  *
- * Checks, in the same pass: counts labels outside [0, 1] (NaN included), plus the entries of
- * p that are negative or not finite (counted once, before the pass).
+ * The target: the full (N, C) labels, or (t_cols = 0, ML_FORM_SCALAR) one label y[0] for every
+ * element, e.g. the broadcast zero of marginloss.sparse's zero-target pass: read once, outside
+ * the loops (the kernels are instantiated for it; the arithmetic is the same, so the results
+ * are bitwise those of the full target holding that value).
  *
- * Memory traffic: read x, y (and w) once, write the gradient once. Work items spread over the
- * threads: chunks of at most ML_CHUNK classes of one row (so a single long row uses all of
- * them), each summed in float64 (float32 over spans of ML_SPAN), a row's chunks then added in
- * order; rows of at most SHORT classes go in blocks of whole rows, computed as one flat run of
- * elements (full vectors whatever C is), each row summed in float32 over runs of 8, then
- * float64. Row losses do not depend on the thread count.
+ * Checks, in the same pass: counts labels outside [0, 1] (NaN included; a single label counts
+ * once per element), plus the entries of p that are negative or not finite (counted once,
+ * before the pass).
+ *
+ * Memory traffic: read x, y (and w) once (y not at all for a single label), write the gradient
+ * once. Work items spread over the threads: chunks of at most ML_CHUNK classes of one row (so a
+ * single long row uses all of them), each summed in float64 (float32 over spans of ML_SPAN), a
+ * row's chunks then added in order; rows of at most SHORT classes go in blocks of whole rows,
+ * computed as one flat run of elements (full vectors whatever C is), each row summed in float32
+ * over runs of 8, then float64. Row losses do not depend on the thread count.
  */
 #include "common.h"
 
-static const ml_kernel info =
-    ML_KERNEL_EXT(1, 0, 0, ML_TARGET_F32, 2, ML_WEIGHT_CLASS | ML_WEIGHT_FULL, 0, 2);
+static const ml_kernel info = ML_KERNEL_FORMS(1, 0, 0, ML_TARGET_F32, 2,
+                                              ML_WEIGHT_CLASS | ML_WEIGHT_FULL, 0, 2,
+                                              ML_FORM_SCALAR);
 
 const ml_kernel *ml_multilabel_soft_margin_loss_info(void) { return &info; }
 
@@ -53,8 +60,11 @@ ML_INLINE float element(float xi, float yi, float wi, float pi, smooth sm, float
     float tp = has_pw ? t * pi : t;                 /* the positive term's factor */
     float lw = has_pw ? (1.0f - t) + tp : 1.0f;     /* the tail's factor */
     /* max(x, 0) (1 - t) + max(-x, 0) p t, as (1 - t) x or -p t x: an infinite score gives
-     * torch's value */
-    float l = (xi > 0 ? (1.0f - t) * xi : -tp * xi) + lw * tail;
+     * torch's value. Written as one product of the selected factor (the same values), so that
+     * a label read once (a loop invariant) leaves the compiler the same contraction as labels
+     * read per element: the results stay bitwise equal. */
+    float lin = (xi > 0 ? 1.0f - t : -tp) * xi;
+    float l = lin + lw * tail;
     if (want_grad) {
         /* (1 - t) sigmoid(x) - p t sigmoid(-x): no cancellation for t in {0, 1}
          * (sigmoid(x) - 1 would lose sigmoid(-x) below 2^-24) */
@@ -69,23 +79,26 @@ ML_INLINE float element(float xi, float yi, float wi, float pi, smooth sm, float
 /* Labels outside [0, 1], NaN included. */
 ML_INLINE int32_t bad_label(float y) { return !((y >= 0.0f) & (y <= 1.0f)); }
 
-/* Classes [s, e) of one long row (pointers at the row): writes grad, returns the float64 sum of
- * the row's terms via *sum, and the bad-label count. */
+/* Classes [s, e) of one long row (pointers at the row; y: the single label when one_y): writes
+ * grad, returns the float64 sum of the row's terms via *sum, and the bad-label count. */
 ML_INLINE int64_t chunk(const float *restrict x, const float *restrict y,
                         const float *restrict w, const float *restrict pw, smooth sm, int64_t s,
                         int64_t e, float gs, float *restrict grad, double *sum,
-                        const int want_grad, const int weighted, const int has_pw) {
+                        const int want_grad, const int weighted, const int has_pw,
+                        const int one_y) {
+    const float y0 = one_y ? y[0] : 0.0f;
     double total = 0.0;
-    int64_t bad = 0;
+    int64_t bad = one_y ? (e - s) * bad_label(y0) : 0;
     for (int64_t s0 = s; s0 < e; s0 += ML_SPAN) {
         int64_t s1 = e - s0 < ML_SPAN ? e : s0 + ML_SPAN;
         float part = 0.0f;
         int32_t nbad = 0;
         ML_SIMD_SUM(part, nbad)
         for (int64_t i = s0; i < s1; i++) {
-            part += element(x[i], y[i], weighted ? w[i] : 1.0f, has_pw ? pw[i] : 1.0f, sm, gs,
+            float yi = one_y ? y0 : y[i];
+            part += element(x[i], yi, weighted ? w[i] : 1.0f, has_pw ? pw[i] : 1.0f, sm, gs,
                             grad + i, want_grad, has_pw);
-            nbad += bad_label(y[i]);
+            if (!one_y) nbad += bad_label(yi);
         }
         total += part;
         bad += nbad;
@@ -95,21 +108,23 @@ ML_INLINE int64_t chunk(const float *restrict x, const float *restrict y,
 }
 
 /* Short rows [r0, r1) of C classes, as one flat run of elements (full vectors whatever C is):
- * writes grad, each row's float64 sum of terms to v[r], returns the bad-label count. w: the
- * full weight at row r0, or the class weight repeated row after row; pw: the positive weight
- * repeated row after row. */
+ * writes grad, each row's float64 sum of terms to v[r], returns the bad-label count. y: the
+ * labels at row r0, or the single label when one_y; w: the full weight at row r0, or the class
+ * weight repeated row after row; pw: the positive weight repeated row after row. */
 ML_INLINE int64_t block(const float *restrict x, const float *restrict y,
                         const float *restrict w, const float *restrict pw, smooth sm,
                         int64_t n, int64_t C, float gs, float *restrict grad,
                         double *restrict v, const int want_grad, const int weighted,
-                        const int has_pw) {
+                        const int has_pw, const int one_y) {
     float l[BLOCK];
-    int64_t bad = 0;
+    const float y0 = one_y ? y[0] : 0.0f;
+    int64_t bad = one_y ? n * bad_label(y0) : 0;
 #pragma omp simd reduction(+ : bad)
     for (int64_t i = 0; i < n; i++) {
-        l[i] = element(x[i], y[i], weighted ? w[i] : 1.0f, has_pw ? pw[i] : 1.0f, sm, gs,
+        float yi = one_y ? y0 : y[i];
+        l[i] = element(x[i], yi, weighted ? w[i] : 1.0f, has_pw ? pw[i] : 1.0f, sm, gs,
                        grad + i, want_grad, has_pw);
-        bad += bad_label(y[i]);
+        if (!one_y) bad += bad_label(yi);
     }
     for (int64_t r = 0; r * C < n; r++) { /* float32 over runs of 8 (a tree), then float64 */
         const float *lr = l + r * C;
@@ -125,12 +140,14 @@ ML_INLINE int64_t block(const float *restrict x, const float *restrict y,
     return bad;
 }
 
-/* Calls f(args..., want_grad, weighted, has_pw) with the three flags as constants. */
-#define ML_DISPATCH(f, g, wt, pw, ...)                                                       \
-    ((g) ? ((wt) ? ((pw) ? f(__VA_ARGS__, 1, 1, 1) : f(__VA_ARGS__, 1, 1, 0))                \
-                 : ((pw) ? f(__VA_ARGS__, 1, 0, 1) : f(__VA_ARGS__, 1, 0, 0)))               \
-         : ((wt) ? ((pw) ? f(__VA_ARGS__, 0, 1, 1) : f(__VA_ARGS__, 0, 1, 0))                \
-                 : ((pw) ? f(__VA_ARGS__, 0, 0, 1) : f(__VA_ARGS__, 0, 0, 0))))
+/* Calls f(args..., want_grad, weighted, has_pw, one_y) with the four flags as constants. */
+#define ML_DISPATCH(f, g, wt, pw, oy, ...)                                                   \
+    ((oy) ? ML_DISPATCH3(f, g, wt, pw, 1, __VA_ARGS__) : ML_DISPATCH3(f, g, wt, pw, 0, __VA_ARGS__))
+#define ML_DISPATCH3(f, g, wt, pw, OY, ...)                                                  \
+    ((g) ? ((wt) ? ((pw) ? f(__VA_ARGS__, 1, 1, 1, OY) : f(__VA_ARGS__, 1, 1, 0, OY))        \
+                 : ((pw) ? f(__VA_ARGS__, 1, 0, 1, OY) : f(__VA_ARGS__, 1, 0, 0, OY)))       \
+         : ((wt) ? ((pw) ? f(__VA_ARGS__, 0, 1, 1, OY) : f(__VA_ARGS__, 0, 1, 0, OY))        \
+                 : ((pw) ? f(__VA_ARGS__, 0, 0, 1, OY) : f(__VA_ARGS__, 0, 0, 0, OY))))
 
 /* Work item k: a block of short rows, or one ML_CHUNK of a long row. Writes the row losses'
  * float64 sums (short rows) or the chunk's sum to parts. */
@@ -141,7 +158,7 @@ static int64_t item(const ml_call *c, int64_t k, int64_t per_row, const float *w
     const float *w = c->weight;
     float *grad = (float *)c->grad[0];
     const float gs = (float)(c->gscale / (double)C);
-    const int g = grad != 0, wt = w != 0, hp = pw != 0;
+    const int g = grad != 0, wt = w != 0, hp = pw != 0, oy = c->t_cols == 0;
     if (C <= SHORT) {
         int64_t per_block = BLOCK / C, r0 = k * per_block;
         int64_t r1 = c->n_rows - r0 < per_block ? c->n_rows : r0 + per_block;
@@ -149,7 +166,8 @@ static int64_t item(const ml_call *c, int64_t k, int64_t per_row, const float *w
         const float *wb = !wt ? 0 : c->w_row_stride ? w + o : w_tiled;
         float *gb = g ? grad + o : 0;
         double *v = parts + r0;
-        return ML_DISPATCH(block, g, wt, hp, x + o, y + o, wb, pw_tiled, sm, n, C, gs, gb, v);
+        const float *yb = oy ? y : y + o;
+        return ML_DISPATCH(block, g, wt, hp, oy, x + o, yb, wb, pw_tiled, sm, n, C, gs, gb, v);
     }
     int64_t r = per_row == 1 ? k : k / per_row;
     int64_t s = per_row == 1 ? 0 : (k % per_row) * ML_CHUNK;
@@ -157,7 +175,8 @@ static int64_t item(const ml_call *c, int64_t k, int64_t per_row, const float *w
     int64_t o = r * C;
     const float *wr = wt ? w + r * c->w_row_stride : 0;
     float *gr = g ? grad + o : 0;
-    return ML_DISPATCH(chunk, g, wt, hp, x + o, y + o, wr, pw, sm, s, e, gs, gr, parts + k);
+    const float *yr = oy ? y : y + o;
+    return ML_DISPATCH(chunk, g, wt, hp, oy, x + o, yr, wr, pw, sm, s, e, gs, gr, parts + k);
 }
 
 /* Entries of the positive weight that are negative or not finite (NaN included). */
