@@ -14,7 +14,8 @@ from marginloss.errors import DtypeError, LabelError, ShapeError
 CONVERTERS = ["to_pm1", "to_01", "indices_to_one_hot", "indices_to_multi_hot",
               "one_hot_to_indices", "multi_hot_to_padded", "padded_to_multi_hot", "padded_to_sets",
               "sets_to_padded", "sets_to_multi_hot", "multi_hot_to_sets", "multi_hot_to_csr",
-              "csr_to_multi_hot", "sets_to_csr", "csr_to_sets"]
+              "csr_to_multi_hot", "sets_to_csr", "csr_to_sets", "shortlist_target",
+              "from_padded"]
 
 MASK = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
 SETS = [{0, 3}, {1}, set(), {0, 1, 2, 3}]
@@ -260,3 +261,115 @@ def test_random_round_trips():
     assert torch.equal(L.sets_to_multi_hot(sets, 9), mask.float())
     assert torch.equal(L.csr_to_multi_hot(L.sets_to_csr(sets, 9)), mask.float())
     assert torch.equal(L.sets_to_padded(L.csr_to_sets(L.multi_hot_to_csr(mask)), 9), padded)
+
+
+# ---- shortlists: class space -> candidate space; lists padded with -1 and/or C ---------------
+
+
+def _shortlist_by_hand(sets, candidates, num_classes):
+    out = torch.zeros(candidates.shape)
+    for n, row in enumerate(candidates.tolist()):
+        for k, c in enumerate(row):
+            out[n, k] = float(0 <= c < num_classes and c in sets[n])
+    return out
+
+
+def _positive_forms(sets, num_classes):
+    """The same positives as a list, a CSR, a padded (N, P) tensor and a (rows, cols) pair."""
+    lists = [torch.tensor(sorted(s), dtype=torch.long) for s in sets]
+    width = max(len(s) for s in sets) + 2
+    padded = torch.full((len(sets), width), -1)
+    for n, s in enumerate(sets):
+        padded[n, 1: 1 + len(s)] = torch.tensor(sorted(s), dtype=torch.long)  # -1 in front
+        padded[n, -1] = num_classes  # and C at the end
+    rows = torch.cat([torch.full((len(s),), n) for n, s in enumerate(sets)])
+    return {"list": lists, "csr": L.sets_to_csr(sets, num_classes), "padded": padded,
+            "pair": (rows, torch.cat(lists))}
+
+
+def test_shortlist_target_every_form():
+    g = torch.Generator().manual_seed(0)
+    c, n, k = 30, 6, 8
+    sets = [set(torch.randperm(c, generator=g)[:m].tolist()) for m in (3, 0, 5, 1, 7, 2)]
+    cand = torch.stack([torch.randperm(c, generator=g)[:k] for _ in range(n)])
+    cand[0, :3] = torch.tensor(sorted(sets[0]))  # positives among the candidates
+    cand[2, 2] = cand[2, 5] = sorted(sets[2])[0]  # listed twice: both slots
+    cand[3, 0], cand[4, -2:] = -1, c  # padding
+    want = _shortlist_by_hand(sets, cand, c)
+    assert want.sum() >= 5
+    for form, positives in _positive_forms(sets, c).items():
+        got = L.shortlist_target(positives, cand, c)
+        assert torch.equal(got, want), form
+    assert L.shortlist_target(_positive_forms(sets, c)["list"], cand, c,
+                              dtype=torch.float64).dtype == torch.float64
+
+
+def test_shortlist_target_keeps_csr_values_and_reads_sets():
+    cand = torch.tensor([[3, 1, 0], [2, 2, 4]])
+    soft = torch.tensor([[0.0, 0.5, 0.0, 0.25, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0]])
+    assert torch.equal(L.shortlist_target(soft.to_sparse_csr(), cand, 5),
+                       torch.tensor([[0.25, 0.5, 0.0], [1.0, 1.0, 0.0]]))
+    twice = [torch.tensor([1, 1]), torch.tensor([4, 4, 2])]  # an index form is a set
+    assert torch.equal(L.shortlist_target(twice, cand, 5),
+                       torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]]))
+    empty = [torch.zeros(0, dtype=torch.long)] * 2
+    assert torch.equal(L.shortlist_target(empty, cand, 5), torch.zeros(2, 3))
+
+
+def test_shortlist_target_feeds_the_shortlist_head():
+    """The converted target gives the head's shortlist loss of the class-space positives:
+    torch's loss on the candidates' logits against the dense class-space mask gathered."""
+    import torch.nn.functional as TF
+
+    import marginloss.functional as MF
+
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(
+        12, 3, generator=g, dtype=torch.float64)
+    positives = [torch.tensor([0, 5]), torch.tensor([11]), torch.tensor([3, 4, 7]),
+                 torch.tensor([2])]
+    cand = torch.tensor([[5, 1, 0, 9], [2, 11, 6, 3], [3, 4, 8, 10], [1, 0, 6, 7]])
+    y = L.shortlist_target(positives, cand, 12, dtype=torch.float64)
+    mask = L.sets_to_multi_hot([set(p.tolist()) for p in positives], 12, dtype=torch.float64)
+    got = MF.linear_multilabel_soft_margin_loss(x, w, y, candidates=cand)
+    want = TF.multilabel_soft_margin_loss((x @ w.t()).gather(1, cand), mask.gather(1, cand))
+    torch.testing.assert_close(got, want)
+
+
+def test_shortlist_target_errors():
+    cand = torch.tensor([[3, 1, 0], [2, 2, 4]])
+    with pytest.raises(LabelError, match="class 6 in sample 1.*-1 and 5 mark padding"):
+        L.shortlist_target([torch.tensor([1]), torch.tensor([2])],
+                           torch.tensor([[3, 1, 0], [2, 6, 4]]), 5)
+    with pytest.raises(LabelError, match="class 5, outside"):
+        L.shortlist_target([torch.tensor([1]), torch.tensor([5])], cand, 5)
+    with pytest.raises(ShapeError, match="length must be 2"):
+        L.shortlist_target([torch.tensor([1])], cand, 5)
+    with pytest.raises(ShapeError, match=r"\(N, K\)"):
+        L.shortlist_target([torch.tensor([1])], cand[0], 5)
+    with pytest.raises(ShapeError, match=r"\(2, 5\)"):
+        L.shortlist_target(L.sets_to_csr([{1}, {2}], 6), cand, 5)
+    with pytest.raises(DtypeError, match="integer"):
+        L.shortlist_target([torch.tensor([1.0]), torch.tensor([2])], cand, 5)
+    with pytest.raises(DtypeError, match="`positives` must be"):
+        L.shortlist_target({1, 2}, cand, 5)
+    with pytest.raises(ValueError, match="num_classes"):
+        L.shortlist_target([torch.tensor([1]), torch.tensor([2])], cand, 0)
+
+
+def test_from_padded():
+    rows, cols = L.from_padded(torch.tensor([[4, -1, 0, 4], [-1, -1, -1, -1], [2, 1, -1, 3]]),
+                               num_classes=4)
+    assert rows.tolist() == [0, 2, 2, 2]  # padding (-1 or C) anywhere in a row
+    assert cols.tolist() == [0, 2, 1, 3]
+    assert rows.dtype == cols.dtype == torch.int64
+    rows, cols = L.from_padded(torch.tensor([[2, 2, 1]], dtype=torch.int32), num_classes=3)
+    assert rows.tolist() == [0, 0, 0] and cols.tolist() == [2, 2, 1]  # as listed, duplicates too
+    with pytest.raises(LabelError, match="class 5 in sample 0"):
+        L.from_padded(torch.tensor([[5, 0]]), num_classes=4)
+    with pytest.raises(LabelError, match="class -2"):
+        L.from_padded(torch.tensor([[-2, 0]]), num_classes=4)
+    with pytest.raises(ShapeError, match="unsqueeze"):
+        L.from_padded(torch.tensor([1, 0]), num_classes=4)
+    with pytest.raises(DtypeError, match="integer"):
+        L.from_padded(torch.tensor([[1.0]]), num_classes=4)

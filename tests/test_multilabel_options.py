@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -459,3 +460,102 @@ def test_plans_keep_the_fast_path():
     for _ in range(2):
         F.multilabel_soft_margin_loss(x, y, pos_weight=pw, label_smoothing=0.1)
     assert len(_pipeline._PLANS) == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# class_reduction="sum": the sum over classes instead of the mean
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("backend, device", BACKENDS)
+def test_class_sum_is_bce_with_logits_summed_over_classes(backend, device, reduction):
+    """The oracle: BCEWithLogitsLoss(weight, pos_weight) per element, summed over the classes,
+    then the reduction over samples; with and without the options, the module form too."""
+    x, y, pw, w = (t.to(device) for t in inputs(6, 9))
+    for weight, pos_weight in ((None, None), (w, pw)):
+        bce = torch.nn.BCEWithLogitsLoss(weight=weight, pos_weight=pos_weight, reduction="none")
+
+        def oracle(t, bce=bce):
+            rows = bce(t, y.double()).sum(-1)
+            return {"none": rows, "mean": rows.mean(), "sum": rows.sum()}[reduction]
+
+        ours = marginloss.MultiLabelSoftMarginLoss(
+            weight=weight, reduction=reduction, backend=backend, pos_weight=pos_weight,
+            class_reduction="sum")
+        assert "class_reduction='sum'" in repr(ours)
+        for fn in (ours, lambda t, weight=weight, pos_weight=pos_weight:
+                   F.multilabel_soft_margin_loss(t, y, weight, reduction=reduction,
+                                                 backend=backend, pos_weight=pos_weight,
+                                                 class_reduction="sum")):
+            a, b, ga, gb = both(lambda t, fn=fn: fn(t, y) if fn is ours else fn(t), oracle, x,
+                                None)
+            check(a, b, ga, gb, torch.float32)
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_class_sum_is_c_times_the_mean(backend):
+    """Sum = C x mean, for a large C where the mean's gradient is tiny (C = 10^5: each
+    gradient entry of the mean is below 1e-5, of the sum of order 1), with soft labels and
+    label smoothing; a full (N, C) weight too."""
+    c = 100_000
+    x, y, pw, _ = inputs(3, c, soft=True)
+    full = torch.rand(3, c, generator=torch.Generator().manual_seed(1)) + 0.5
+    for kw in ({}, {"label_smoothing": 0.1, "pos_weight": pw}, {"weight": full}):
+        xs = x.clone().requires_grad_()
+        xm = x.clone().requires_grad_()
+        s = F.multilabel_soft_margin_loss(xs, y, backend=backend, class_reduction="sum", **kw)
+        m = F.multilabel_soft_margin_loss(xm, y, backend=backend, **kw)
+        s.backward()
+        m.backward()
+        assert_close(s, m * c, torch.float32)
+        assert_close(xs.grad, xm.grad * c, torch.float32)
+        assert xs.grad.abs().max() > 0.1 > 1e-4 > xm.grad.abs().max()
+
+
+def test_class_sum_sparse_targets_and_float64():
+    """The sparse forms give the dense target's sum; float64 stays float64 (gradcheck)."""
+    x, y, _, w = inputs(4, 11, torch.float64)
+    rows, cols = y.nonzero(as_tuple=True)
+    dense = F.multilabel_soft_margin_loss(x, y, w, class_reduction="sum", reduction="none")
+    with warnings.catch_warnings():  # torch's "sparse CSR is in beta" warning
+        warnings.simplefilter("ignore")
+        csr = y.to_sparse_csr()
+    for target in ((rows, cols), csr, [cols[rows == i] for i in range(x.shape[0])]):
+        assert_close(F.multilabel_soft_margin_loss(x, target, w, class_reduction="sum",
+                                                   reduction="none"), dense, torch.float64)
+    assert dense.dtype == torch.float64
+    xg = x.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda t: F.multilabel_soft_margin_loss(t, y, w, class_reduction="sum"), (xg,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_class_sum_half_inputs_give_a_float32_loss(dtype):
+    """The scaled weight is float32, so a half input's loss comes back in float32 (the sum
+    over many classes does not fit a half's precision); the gradient keeps the input's dtype."""
+    x, y, _, _ = inputs(5, 300, dtype)
+    xa = x.clone().requires_grad_()
+    a = F.multilabel_soft_margin_loss(xa, y, class_reduction="sum")
+    a.backward()
+    xb = x.double().requires_grad_()
+    b = reference(xb, y) * 300
+    b.backward()
+    assert a.dtype == torch.float32 and xa.grad.dtype == dtype
+    assert_close(a, b.float(), torch.float32)
+    assert_close(xa.grad, xb.grad.to(dtype), dtype)
+
+
+def test_class_reduction_errors():
+    x, y, _, _ = inputs()
+    with pytest.raises(ValueError, match=r"`class_reduction` must be 'mean'.*'sum'.*got 'max'"):
+        F.multilabel_soft_margin_loss(x, y, class_reduction="max")
+    with pytest.raises(ValueError, match="class_reduction"):
+        marginloss.MultiLabelSoftMarginLoss(class_reduction="avg")(x, y)
+
+
+def test_class_sum_compiles_fullgraph():
+    x, y, _, _ = inputs(4, 6)
+    fn = torch.compile(lambda t: F.multilabel_soft_margin_loss(t, y, class_reduction="sum"),
+                       fullgraph=True)
+    assert_close(fn(x), F.multilabel_soft_margin_loss(x, y, class_reduction="sum"),
+                 torch.float32)

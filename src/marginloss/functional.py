@@ -40,6 +40,7 @@ loss                           ``target``                values
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from torch import Tensor
 
@@ -47,6 +48,8 @@ from marginloss import _pipeline, losses, sparse
 from marginloss import linear as _linear
 from marginloss._reduction import Reduction
 from marginloss.backends import Backend
+
+_MSM = "multilabel_soft_margin_loss"
 
 __all__ = [
     "cosine_embedding_loss",
@@ -141,6 +144,7 @@ def multilabel_soft_margin_loss(
     backend: Backend = "auto",
     pos_weight: Tensor | None = None,
     label_smoothing: float = 0.0,
+    class_reduction: Literal["mean", "sum"] = "mean",
 ) -> Tensor:
     r"""Multi-label one-versus-all logistic loss on a 0/1 mask, averaged over classes.
 
@@ -167,7 +171,10 @@ def multilabel_soft_margin_loss(
         \sigma(x_{nc}) - p_c\, t_{nc}\, \sigma(-x_{nc})\bigr),
 
     so with ``pos_weight`` the loss is ``BCEWithLogitsLoss(pos_weight=...)`` averaged over the
-    classes (then reduced over the samples).
+    classes (then reduced over the samples). ``class_reduction="sum"`` adds the classes'
+    terms instead of averaging them (drop the :math:`\frac{1}{C}`): with :math:`10^5` to
+    :math:`10^6` classes the mean makes the loss and its gradient vanish, so extreme
+    multi-label training sums over classes (and averages over samples).
 
     Label convention:
         ``target`` is a **0/1 multi-hot mask** with the input's shape (soft labels in [0, 1]
@@ -196,6 +203,10 @@ def multilabel_soft_margin_loss(
             finite and >= 0 (``ValueError`` otherwise). Keyword-only. Default: None (all 1).
         label_smoothing: :math:`\varepsilon` in [0, 1); 0.1 turns 0/1 targets into
             0.05/0.95. Keyword-only. Default: 0.0.
+        class_reduction: ``"mean"`` (divide the row's sum by :math:`C`, torch's loss) or
+            ``"sum"`` (the row's sum over classes). Computed as the mean with every weight
+            times :math:`C`, made in float32 (float64 for float64), so with ``"sum"`` the loss
+            of a half-precision input comes back in float32. Keyword-only. Default: ``"mean"``.
 
     Shape:
         - input: :math:`(N, C)` or :math:`(C)`; more generally :math:`(*, C)`.
@@ -216,7 +227,11 @@ def multilabel_soft_margin_loss(
         >>> pw = torch.tensor([1.0, 3.0, 1.0])
         >>> round(multilabel_soft_margin_loss(x, y, pos_weight=pw, label_smoothing=0.1).item(), 4)
         0.4757
+        >>> # the sum over the 3 classes: 3 times the mean
+        >>> round(multilabel_soft_margin_loss(x, y, class_reduction="sum").item(), 4)
+        1.1269
     """
+    weight = losses.multilabel_soft_margin_loss.class_sum_weight(input, weight, class_reduction)
     if sparse.is_sparse_target(target):  # CSR, per-sample index lists, or (rows, cols)
         return sparse.multilabel_soft_margin_loss(
             input, target, weight, size_average, reduce, reduction, validate=validate,
@@ -512,6 +527,8 @@ def linear_multilabel_soft_margin_loss(
     chunk_size: int | None = None,
     validate: bool = True,
     backend: Backend = "auto",
+    candidates: Tensor | None = None,
+    class_reduction: Literal["mean", "sum"] = "mean",
 ) -> Tensor:
     r""":func:`multilabel_soft_margin_loss` of ``input @ linear_weight.T + linear_bias``,
     computed in chunks of classes without ever holding the ``(N, C)`` logits or their gradient.
@@ -537,7 +554,10 @@ def linear_multilabel_soft_margin_loss(
     Args:
         input: Features, :math:`(N, H)` or :math:`(H)`.
         linear_weight: The linear layer's weight, :math:`(C, H)` (as ``nn.Linear.weight``).
-        target: 0/1 multi-hot mask :math:`(N, C)` (soft labels in [0, 1] allowed).
+        target: 0/1 multi-hot mask :math:`(N, C)` (soft labels in [0, 1] allowed); or the
+            positives alone (:mod:`marginloss.sparse`, the target side then costs
+            :math:`O(\text{nnz})`): a ``torch.sparse_csr`` :math:`(N, C)` tensor (values in
+            (0, 1]), a list of N class-index tensors, or a ``(rows, cols)`` tuple.
         linear_bias: Optional :math:`(C)` bias. Keyword-only, as every argument after ``target``.
         weight: Optional per-class weight :math:`(C)` (or :math:`(N, C)`).
         pos_weight: Optional weight of each class's positive term, shape :math:`(C)` (or
@@ -552,6 +572,21 @@ def linear_multilabel_soft_margin_loss(
             >= 0). Default: ``True``.
         backend: The backend of the per-chunk loss pass (``"auto"``, ``"torch"``,
             ``"triton"``, ``"native"``).
+        candidates: Optional :math:`(N, K)` integer class indices, padded with -1 or :math:`C`:
+            the shortlist form, which scores only these classes per sample (their rows of
+            ``linear_weight`` gathered, never the whole matrix; see
+            :func:`marginloss.linear.shortlist`). ``target`` is then in candidate space:
+            :math:`(N, K)` multi-hot over the candidates
+            (:func:`marginloss.labels.shortlist_target` converts class-space positives);
+            ``weight`` and ``pos_weight`` stay per class and are gathered. A row's loss is the
+            plain loss over its :math:`K_n` real candidates alone (padding slots have no term
+            and no gradient; the class average divides by :math:`K_n`; a row without any is 0).
+            A class listed twice is scored in both slots (deduplicate with ``torch.unique`` for
+            the class-space loss). ``chunk_size`` is unused. Default: None (every class, in
+            chunks).
+        class_reduction: ``"mean"`` over the classes (torch's loss) or their ``"sum"``, as for
+            :func:`multilabel_soft_margin_loss` (with ``candidates``: the sum over a row's
+            real candidates). Default: ``"mean"``.
 
     Returns:
         The loss: scalar, or :math:`(N)` for ``"none"`` (0-d for a 1-D input).
@@ -563,7 +598,29 @@ def linear_multilabel_soft_margin_loss(
         >>> fused = linear_multilabel_soft_margin_loss(h, W, y, chunk_size=2)
         >>> round(fused.item(), 4) == round(multilabel_soft_margin_loss(h @ W.T, y).item(), 4)
         True
+        >>> # a shortlist: classes 2 and 0 for the first sample, 1 (and padding) for the second
+        >>> cand = torch.tensor([[2, 0], [1, -1]])
+        >>> y_cand = torch.tensor([[1.0, 1.0], [0.0, 0.0]])  # y in candidate space
+        >>> short = linear_multilabel_soft_margin_loss(h, W, y_cand, candidates=cand,
+        ...                                            reduction="none")
+        >>> logits = h @ W.T
+        >>> torch.allclose(short, torch.stack([
+        ...     multilabel_soft_margin_loss(logits[0, [2, 0]], y_cand[0]),
+        ...     multilabel_soft_margin_loss(logits[1, [1]], y_cand[1, :1])]))
+        True
     """
+    if candidates is not None:
+        return _linear.shortlist("multilabel_soft_margin_loss", input, linear_weight, target,
+                                 candidates, linear_bias=linear_bias, weight=weight, options=(),
+                                 reduction=reduction, validate=validate, backend=backend,
+                                 extras=(pos_weight, label_smoothing),
+                                 class_sum=losses.multilabel_soft_margin_loss
+                                 .check_class_reduction(class_reduction, "linear_" + _MSM))
+    if isinstance(linear_weight, Tensor) and linear_weight.dim() == 2:
+        weight = losses.multilabel_soft_margin_loss.class_sum_weight(
+            input, weight, class_reduction, "linear_" + _MSM, n_classes=linear_weight.shape[0])
+    else:
+        losses.multilabel_soft_margin_loss.check_class_reduction(class_reduction, "linear_" + _MSM)
     return _linear.run("multilabel_soft_margin_loss", input, linear_weight, target,
                        linear_bias=linear_bias, weight=weight, options=(), reduction=reduction,
                        chunk_size=chunk_size, validate=validate, backend=backend,
@@ -583,6 +640,7 @@ def linear_multi_margin_loss(
     chunk_size: int | None = None,
     validate: bool = True,
     backend: Backend = "auto",
+    candidates: Tensor | None = None,
 ) -> Tensor:
     r""":func:`multi_margin_loss` of ``input @ linear_weight.T + linear_bias``, computed in
     chunks of classes without ever holding the ``(N, C)`` logits or their gradient.
@@ -611,6 +669,17 @@ def linear_multi_margin_loss(
             least 128), :math:`2^{25} / N` on a GPU.
         validate: Check that every index lies in ``[0, C)``. Default: ``True``.
         backend: The backend of the per-chunk loss pass.
+        candidates: Optional :math:`(N, K)` integer class indices, padded with -1 or :math:`C`:
+            the shortlist form, which scores only these classes per sample (their rows of
+            ``linear_weight`` gathered, never the whole matrix; see
+            :func:`marginloss.linear.shortlist`). ``target`` is then in candidate space:
+            :math:`(N)`, the index in :math:`[0, K)` of the true class among the candidates (a
+            real one); ``weight`` stays per class (:math:`w_{c_{n y_n}}`). A row's loss is the
+            plain loss over its :math:`K_n` real candidates alone (padding slots have no term
+            and no gradient; the class average divides by :math:`K_n`; a row without any is 0).
+            A class listed twice is scored in both slots (deduplicate with ``torch.unique`` for
+            the class-space loss). ``chunk_size`` is unused. Default: None (every class, in
+            chunks).
 
     Examples:
         >>> h = torch.tensor([[1.0, 2.0]])
@@ -619,6 +688,10 @@ def linear_multi_margin_loss(
         >>> round(fused.item(), 4)  # the multi_margin_loss example: logits [0.1, 0.2, 0.4, 0.8]
         0.325
     """
+    if candidates is not None:
+        return _linear.shortlist("multi_margin_loss", input, linear_weight, target, candidates,
+                                 linear_bias=linear_bias, weight=weight, options=(p, margin),
+                                 reduction=reduction, validate=validate, backend=backend)
     return _linear.run("multi_margin_loss", input, linear_weight, target,
                        linear_bias=linear_bias, weight=weight, options=(p, margin),
                        reduction=reduction, chunk_size=chunk_size, validate=validate,
@@ -635,6 +708,7 @@ def linear_multilabel_margin_loss(
     chunk_size: int | None = None,
     validate: bool = True,
     backend: Backend = "auto",
+    candidates: Tensor | None = None,
 ) -> Tensor:
     r""":func:`multilabel_margin_loss` of ``input @ linear_weight.T + linear_bias``, computed in
     chunks of classes without ever holding the ``(N, C)`` logits or their gradient.
@@ -656,13 +730,25 @@ def linear_multilabel_margin_loss(
         target: Class indices padded with -1: :math:`(N, C)` as torch's, or any narrower
             :math:`(N, K)` (the same lists with less padding: on CUDA the head reads no value
             on the host, so :math:`K` columns are what it gathers; pass the lists trimmed to
-            the longest).
+            the longest). Or the positives alone (:mod:`marginloss.sparse`): a
+            ``torch.sparse_csr`` :math:`(N, C)` tensor (values 1), a list of N class-index
+            tensors, or a ``(rows, cols)`` tuple (turned into the narrow lists).
         linear_bias: Optional :math:`(C)` bias. Keyword-only, as every argument after ``target``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         chunk_size: Classes per chunk; None picks about :math:`2^{22} / N` on the CPU (at
             least 128), :math:`2^{25} / N` on a GPU.
         validate: Check every entry lies in ``[-1, C)`` and that ``target`` is not a 0/1 mask.
         backend: The backend of the per-chunk loss pass.
+        candidates: Optional :math:`(N, K)` integer class indices, padded with -1 or :math:`C`:
+            the shortlist form, which scores only these classes per sample (their rows of
+            ``linear_weight`` gathered, never the whole matrix; see
+            :func:`marginloss.linear.shortlist`). ``target`` is then in candidate space:
+            :math:`(N, K')` positions in :math:`[0, K)` of the positives among the candidates
+            (real ones), padded with -1. A row's loss is the plain loss over its :math:`K_n`
+            real candidates alone (padding slots have no term and no gradient; the class average
+            divides by :math:`K_n`; a row without any is 0). A class listed twice is scored in
+            both slots (deduplicate with ``torch.unique`` for the class-space loss).
+            ``chunk_size`` is unused. Default: None (every class, in chunks).
 
     Examples:
         >>> h = torch.tensor([[1.0, 2.0]])
@@ -671,6 +757,10 @@ def linear_multilabel_margin_loss(
         >>> round(fused.item(), 4)  # the multilabel_margin_loss example
         0.85
     """
+    if candidates is not None:
+        return _linear.shortlist("multilabel_margin_loss", input, linear_weight, target,
+                                 candidates, linear_bias=linear_bias, weight=None, options=(),
+                                 reduction=reduction, validate=validate, backend=backend)
     return _linear.run("multilabel_margin_loss", input, linear_weight, target,
                        linear_bias=linear_bias, weight=None, options=(), reduction=reduction,
                        chunk_size=chunk_size, validate=validate, backend=backend)

@@ -11,7 +11,12 @@ index lists are meant). These functions convert between the conventions:
 * multi-hot mask, hard or soft, ``[[1, 0, 0, 1], [0, 1, 0, 0]]``: ``MultiLabelSoftMarginLoss``;
 * -1-padded index lists, ``[[0, 3, -1, -1], [1, -1, -1, -1]]``: ``MultiLabelMarginLoss``;
 * label sets, ``[{0, 3}, {1}]``, and ``torch.sparse_csr`` rows: convert to a mask or to padded
-  lists.
+  lists;
+* shortlists (the fused heads' ``candidates=``, ``(N, K)`` class indices padded with -1 or
+  ``num_classes``): :func:`shortlist_target` maps class-space positives to the candidate-space
+  multi-hot the shortlist head takes; :func:`from_padded` turns index lists padded with -1
+  and/or ``num_classes`` (anywhere in a row) into the ``(rows, cols)`` pair the sparse targets
+  take.
 
 The binary maps are affine: :func:`to_pm1` is ``y -> 2y - 1`` and :func:`to_01` its inverse
 ``y -> (y + 1) / 2``. The others are exact re-encodings of the same label sets: for a sample
@@ -47,6 +52,7 @@ from marginloss.errors import DtypeError, LabelError, ShapeError
 __all__ = [
     "csr_to_multi_hot",
     "csr_to_sets",
+    "from_padded",
     "indices_to_multi_hot",
     "indices_to_one_hot",
     "multi_hot_to_csr",
@@ -58,6 +64,7 @@ __all__ = [
     "sets_to_csr",
     "sets_to_multi_hot",
     "sets_to_padded",
+    "shortlist_target",
     "to_01",
     "to_pm1",
 ]
@@ -772,3 +779,186 @@ def csr_to_sets(csr: Tensor) -> list[set[int]]:
     _check_csr("csr_to_sets", csr)
     crow, col = csr.crow_indices().tolist(), csr.col_indices().tolist()
     return [set(col[crow[i]:crow[i + 1]]) for i in range(len(crow) - 1)]
+
+
+# ----------------------------------------------------------------------------------------------
+# shortlists: class space <-> candidate space; index lists padded with -1 and/or C
+
+
+def _index_matrix(fn: str, t: object, arg: str, num_classes: int) -> Tensor:
+    """A 2-D integer tensor whose entries are classes in ``[0, C)`` or padding (-1 or C)."""
+    t = _check_tensor(fn, t, arg)
+    if t.is_floating_point() or t.dtype == torch.bool:
+        raise DtypeError(f"{fn}: `{arg}` must hold integer class indices (int64 or int32), got "
+                         f"{t.dtype}.")
+    if t.dim() != 2:
+        raise ShapeError(f"{fn}: `{arg}` must have shape (N, K) (one row of class indices per "
+                         f"sample), got {tuple(t.shape)}; for one sample use "
+                         f"`{arg}.unsqueeze(0)`.")
+    bad = (t < -1) | (t > num_classes)
+    if t.numel() and bool(bad.any()):
+        n, k = (int(i) for i in bad.nonzero()[0])
+        raise LabelError(
+            f"{fn}: `{arg}` holds class {int(t[n, k])} in sample {n}, outside [0, {num_classes}) "
+            f"for num_classes={num_classes}; -1 and {num_classes} mark padding."
+        )
+    return t
+
+
+def from_padded(indices: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """The ``(rows, cols)`` pair form of index lists padded with -1 and/or ``num_classes``.
+
+    Unlike torch's ``MultiLabelMarginLoss`` format (read up to the first -1), padding may sit
+    anywhere in a row, and every other entry is a label. The pair is the sparse target form
+    :func:`marginloss.functional.multilabel_soft_margin_loss`,
+    :func:`~marginloss.functional.multilabel_margin_loss` and their fused heads take
+    (:mod:`marginloss.sparse`): entry ``i`` is class ``cols[i]`` of sample ``rows[i]``, in row
+    order, then in the order of the row. :math:`O(N P)`.
+
+    Args:
+        indices: int tensor of shape ``(N, P)``: class indices in ``[0, C)``, padded with -1 or
+            ``C``.
+        num_classes: The number of classes ``C``.
+
+    Returns:
+        ``(rows, cols)``, two int64 tensors of the same length (the number of labels).
+
+    Raises:
+        DtypeError: ``indices`` is not a dense integer tensor.
+        ShapeError: ``indices`` is not 2-D.
+        LabelError: an entry is neither a class in ``[0, C)`` nor padding.
+        ValueError: ``num_classes`` is not a positive int.
+
+    Examples:
+        >>> rows, cols = from_padded(torch.tensor([[3, -1, 0], [5, 5, 1]]), num_classes=5)
+        >>> rows, cols
+        (tensor([0, 0, 1]), tensor([3, 0, 1]))
+        >>> import marginloss.functional as F
+        >>> x = torch.zeros(2, 5)
+        >>> F.multilabel_soft_margin_loss(x, (rows, cols)) == F.multilabel_soft_margin_loss(
+        ...     x, torch.tensor([[1.0, 0, 0, 1, 0], [0, 1, 0, 0, 0]]))
+        tensor(True)
+    """
+    fn = "from_padded"
+    num_classes = _check_num_classes(fn, num_classes)
+    t = _index_matrix(fn, indices, "indices", num_classes)
+    rows, pos = ((t >= 0) & (t < num_classes)).nonzero(as_tuple=True)
+    return rows, t[rows, pos].long()
+
+
+def _positives(fn: str, positives: object, n_rows: int, num_classes: int,
+               device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(rows, cols, values or None)`` of class-space positives in any accepted form,
+    checked."""
+    values = None
+    if isinstance(positives, Tensor) and positives.layout == torch.sparse_csr:
+        csr = _check_csr(fn, positives)
+        if tuple(csr.shape) != (n_rows, num_classes):
+            raise ShapeError(f"{fn}: a CSR `positives` must have shape ({n_rows}, {num_classes}) "
+                             f"(N samples of `candidates`, num_classes), got {tuple(csr.shape)}.")
+        crow, cols, values = csr.crow_indices(), csr.col_indices().long(), csr.values()
+        rows = torch.repeat_interleave(torch.arange(n_rows, device=crow.device), crow.diff())
+    elif isinstance(positives, Tensor):
+        t = _index_matrix(fn, positives, "positives", num_classes)
+        if t.shape[0] != n_rows:
+            raise ShapeError(f"{fn}: `positives` has {t.shape[0]} rows but `candidates` "
+                             f"{n_rows}; give one row per sample.")
+        rows, cols = from_padded(t, num_classes)
+    elif isinstance(positives, tuple) and len(positives) == 2:
+        rows, cols = (_check_tensor(fn, t, "positives").reshape(-1).long() for t in positives)
+        if rows.numel() != cols.numel():
+            raise ShapeError(f"{fn}: the (rows, cols) pair must have equal lengths, got "
+                             f"{rows.numel()} and {cols.numel()}.")
+        if rows.numel() and bool(((rows < 0) | (rows >= n_rows)).any()):
+            raise LabelError(f"{fn}: the (rows, cols) `positives` have a row outside "
+                             f"[0, {n_rows}) for the {n_rows} samples of `candidates`.")
+    elif isinstance(positives, list):
+        if len(positives) != n_rows:
+            raise ShapeError(f"{fn}: a list `positives` holds one index tensor per sample, so "
+                             f"its length must be {n_rows} (the rows of `candidates`); got "
+                             f"{len(positives)}.")
+        parts = []
+        for i, p in enumerate(positives):
+            p = _check_tensor(fn, p, f"positives[{i}]")
+            if (p.is_floating_point() and p.numel()) or p.dtype == torch.bool:
+                raise DtypeError(f"{fn}: `positives[{i}]` must hold integer class indices, got "
+                                 f"{p.dtype}.")
+            parts.append(p.reshape(-1).long())
+        counts = torch.tensor([p.numel() for p in parts], dtype=torch.int64)
+        cols = torch.cat(parts).to(device) if parts else torch.zeros(0, dtype=torch.int64,
+                                                                      device=device)
+        rows = torch.repeat_interleave(torch.arange(n_rows), counts).to(device)
+    else:
+        raise DtypeError(
+            f"{fn}: `positives` must be a list of N class-index tensors, a torch.sparse_csr "
+            f"tensor (N, C), an (N, P) index tensor padded with -1 or num_classes, or a "
+            f"(rows, cols) pair; got {type(positives).__name__}."
+        )
+    if cols.numel() and bool(((cols < 0) | (cols >= num_classes)).any()):
+        bad = int(cols[(cols < 0) | (cols >= num_classes)][0])
+        raise LabelError(f"{fn}: `positives` holds class {bad}, outside [0, {num_classes}) for "
+                         f"num_classes={num_classes}.")
+    return rows.to(device), cols.to(device), None if values is None else values.to(device)
+
+
+def shortlist_target(positives, candidates: Tensor, num_classes: int, *,
+                     dtype: torch.dtype | None = None) -> Tensor:
+    r"""The candidate-space multi-hot ``(N, K)`` of class-space positives: the target of the
+    fused soft margin head with ``candidates=`` (:func:`marginloss.functional.
+    linear_multilabel_soft_margin_loss`).
+
+    ``out[n, k]`` is 1 where ``candidates[n, k]`` is one of sample ``n``'s positives, else 0
+    (padding slots, -1 or ``num_classes``, are 0). Index forms are sets (a positive listed
+    twice is 1); a CSR's stored values are kept (soft labels; duplicates add up, as in
+    ``to_dense()``). A class listed twice among the candidates is marked in both slots. Cost:
+    :math:`O((	ext{nnz} + N K) \log 	ext{nnz})` (one sort of the positives, a binary search
+    per candidate), never :math:`N 	imes C`.
+
+    Args:
+        positives: Each sample's positive classes: a list of ``N`` 1-D index tensors, a
+            ``torch.sparse_csr`` tensor ``(N, C)``, an ``(N, P)`` index tensor padded with -1
+            or ``num_classes`` (anywhere in a row), or a ``(rows, cols)`` pair.
+        candidates: ``(N, K)`` class indices, padded with -1 or ``num_classes``.
+        num_classes: The number of classes ``C``.
+        dtype: Floating-point dtype of the result. Default: torch's default dtype.
+
+    Returns:
+        A float tensor of shape ``(N, K)`` on ``candidates``' device.
+
+    Raises:
+        DtypeError: a form or dtype that is not accepted.
+        ShapeError: ``candidates`` is not 2-D, or ``positives`` does not have its ``N`` rows.
+        LabelError: a class outside ``[0, num_classes)`` (padding aside).
+        ValueError: ``num_classes`` is not a positive int.
+
+    Examples:
+        >>> candidates = torch.tensor([[7, 2, 9, -1], [4, 0, 5, 5]])
+        >>> shortlist_target([torch.tensor([2, 8]), torch.tensor([5])], candidates, 10)
+        tensor([[0., 1., 0., 0.],
+                [0., 0., 1., 1.]])
+        >>> shortlist_target(torch.tensor([[2, 8, 10], [5, -1, -1]]), candidates, 10)
+        tensor([[0., 1., 0., 0.],
+                [0., 0., 1., 1.]])
+    """
+    fn = "shortlist_target"
+    num_classes = _check_num_classes(fn, num_classes)
+    dtype = _float_dtype(fn, dtype)
+    cand = _index_matrix(fn, candidates, "candidates", num_classes)
+    n_rows = cand.shape[0]
+    dev = cand.device
+    rows, cols, values = _positives(fn, positives, n_rows, num_classes, dev)
+    stride = num_classes + 1  # (a key per (sample, class); padding C keys never match)
+    keys, inverse = torch.unique(rows * stride + cols, sorted=True, return_inverse=True)
+    if values is None:
+        vals = torch.ones(keys.numel(), dtype=dtype, device=dev)
+    else:
+        vals = torch.zeros(keys.numel(), dtype=dtype, device=dev).index_add_(
+            0, inverse, values.to(dtype))
+    out = torch.zeros(cand.shape, dtype=dtype, device=dev)
+    if keys.numel() == 0 or cand.numel() == 0:
+        return out
+    real = (cand >= 0) & (cand < num_classes)
+    ckeys = torch.arange(n_rows, device=dev).unsqueeze(1) * stride + cand.long().clamp(0)
+    pos = torch.searchsorted(keys, ckeys).clamp_(max=keys.numel() - 1)
+    hit = real & (keys[pos] == ckeys)
+    return torch.where(hit, vals[pos], out)

@@ -18,6 +18,7 @@ them completely.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from torch import Tensor
 from torch.nn import Linear, PairwiseDistance
@@ -111,6 +112,8 @@ class MultiLabelSoftMarginLoss(_Options, _WeightedLoss):
             Default: None.
         label_smoothing: Targets become ``y (1 - eps) + eps / 2``, ``eps`` in [0, 1)
             (keyword-only). Default: 0.0.
+        class_reduction: ``"mean"`` over the classes (torch's loss) or their ``"sum"``
+            (for very many classes; keyword-only). Default: ``"mean"``.
 
     Examples:
         >>> loss_fn = MultiLabelSoftMarginLoss(weight=torch.tensor([1.0, 1.0, 1.0]))
@@ -122,21 +125,24 @@ class MultiLabelSoftMarginLoss(_Options, _WeightedLoss):
 
     pos_weight: Tensor | None
     label_smoothing: float
+    class_reduction: str
 
     def __init__(self, weight: Tensor | None = None, size_average=None, reduce=None,
                  reduction: Reduction = "mean", *, validate: bool = True,
                  backend: Backend = "auto", pos_weight: Tensor | None = None,
-                 label_smoothing: float = 0.0) -> None:
+                 label_smoothing: float = 0.0,
+                 class_reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__(weight, size_average, reduce, reduction)
         self._set_options(validate, backend)
         self.register_buffer("pos_weight", pos_weight)
         self.label_smoothing = label_smoothing
+        self.class_reduction = class_reduction
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return functional.multilabel_soft_margin_loss(
             input, target, weight=self.weight, reduction=self.reduction,
             validate=self.validate, backend=self.backend, pos_weight=self.pos_weight,
-            label_smoothing=self.label_smoothing,
+            label_smoothing=self.label_smoothing, class_reduction=self.class_reduction,
         )
 
     def extra_repr(self) -> str:
@@ -145,6 +151,8 @@ class MultiLabelSoftMarginLoss(_Options, _WeightedLoss):
             parts.append(f"pos_weight=({self.pos_weight.numel()},)")
         if self.label_smoothing:
             parts.append(f"label_smoothing={self.label_smoothing}")
+        if self.class_reduction != "mean":
+            parts.append(f"class_reduction={self.class_reduction!r}")
         return ", ".join(parts)
 
 
@@ -361,6 +369,7 @@ class LinearMultiLabelSoftMarginLoss(_LinearHead, _WeightedLoss):
         weight: Optional per-class weight ``(C,)``; a buffer.
         pos_weight: Optional weight of each class's positive term ``(C,)``; a buffer.
         label_smoothing: Targets become ``y (1 - eps) + eps / 2``, ``eps`` in [0, 1).
+        class_reduction: ``"mean"`` over the classes (torch's) or their ``"sum"``.
         chunk_size: Classes per chunk (None: picked from the batch size).
         validate, backend: As for the plain loss.
 
@@ -379,17 +388,22 @@ class LinearMultiLabelSoftMarginLoss(_LinearHead, _WeightedLoss):
                  dtype=None, reduction: Reduction = "mean", weight: Tensor | None = None,
                  pos_weight: Tensor | None = None, label_smoothing: float = 0.0,
                  chunk_size: int | None = None, validate: bool = True,
-                 backend: Backend = "auto") -> None:
+                 backend: Backend = "auto",
+                 class_reduction: Literal["mean", "sum"] = "mean") -> None:
         super().__init__(weight, None, None, reduction)
         self._set_head(in_features, num_classes, bias, device, dtype, chunk_size, validate,
                        backend)
         self.register_buffer("pos_weight", pos_weight)
         self.label_smoothing = label_smoothing
+        self.class_reduction = class_reduction
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, candidates: Tensor | None = None) -> Tensor:
+        """The loss of ``self.linear(input)`` (``candidates``: the shortlist form, see
+        :func:`marginloss.functional.linear_multilabel_soft_margin_loss`)."""
         return functional.linear_multilabel_soft_margin_loss(
             input, self.linear.weight, target, weight=self.weight, pos_weight=self.pos_weight,
-            label_smoothing=self.label_smoothing, **self._head_args())
+            label_smoothing=self.label_smoothing, candidates=candidates,
+            class_reduction=self.class_reduction, **self._head_args())
 
     def extra_repr(self) -> str:
         parts = [super().extra_repr()]
@@ -397,6 +411,8 @@ class LinearMultiLabelSoftMarginLoss(_LinearHead, _WeightedLoss):
             parts.append(f"pos_weight=({self.pos_weight.numel()},)")
         if self.label_smoothing:
             parts.append(f"label_smoothing={self.label_smoothing}")
+        if self.class_reduction != "mean":
+            parts.append(f"class_reduction={self.class_reduction!r}")
         return ", ".join(parts)
 
 
@@ -443,10 +459,12 @@ class LinearMultiMarginLoss(_LinearHead, _WeightedLoss):
         return head + f"p={self.p}, margin={self.margin}, " + _Options.extra_repr(self) + (
             f", chunk_size={self.chunk_size}" if self.chunk_size is not None else "")
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, candidates: Tensor | None = None) -> Tensor:
+        """The loss of ``self.linear(input)`` (``candidates``: the shortlist form, see
+        :func:`marginloss.functional.linear_multi_margin_loss`)."""
         return functional.linear_multi_margin_loss(
             input, self.linear.weight, target, p=self.p, margin=self.margin, weight=self.weight,
-            **self._head_args())
+            candidates=candidates, **self._head_args())
 
 
 class LinearMultiLabelMarginLoss(_LinearHead, _Loss):
@@ -477,8 +495,11 @@ class LinearMultiLabelMarginLoss(_LinearHead, _Loss):
         self._set_head(in_features, num_classes, bias, device, dtype, chunk_size, validate,
                        backend)
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor, candidates: Tensor | None = None) -> Tensor:
+        """The loss of ``self.linear(input)`` (``candidates``: the shortlist form, see
+        :func:`marginloss.functional.linear_multilabel_margin_loss`)."""
         return functional.linear_multilabel_margin_loss(input, self.linear.weight, target,
+                                                        candidates=candidates,
                                                         **self._head_args())
 
 

@@ -27,6 +27,13 @@ Two options of our own (``LossSpec.extras``, keyword-only): a positive-class wei
 does not change the loss's dtype; with ``validate=True`` its values must be finite and
 :math:`\ge 0` (checked with the labels).
 
+A third option, ``class_reduction="sum"`` (keyword-only), sums over the classes instead of
+dividing by :math:`C` (with :math:`C = 10^6` the mean makes the loss and its gradient vanish).
+It is the same loss with every weight multiplied by :math:`C`:
+:math:`\sum_c w_{nc} \ell_{nc} = \frac{1}{C} \sum_c (C\, w_{nc}) \ell_{nc}`, so every backend
+and the sparse targets run it unchanged (:func:`class_sum_weight`; the scaled weight is made in
+float32, or float64 for a float64 input, so the loss is at least float32).
+
 Canonical call: ``input`` ``(N, C)`` (leading dimensions flattened; computed in the dtype torch
 promotes ``input``, ``target`` and ``weight`` to), ``target`` ``(N, C)`` (possibly a stride-0
 broadcast view; integer and bool masks arrive as they are), ``weight`` a per-class ``(C,)``
@@ -107,6 +114,40 @@ def prepare(inputs: tuple[Tensor, ...], target: Tensor, weight: Tensor | None, o
 
 _FLOAT_MAX = torch.finfo(torch.float32).max
 _NUMBERS = (int, float, torch.SymInt, torch.SymFloat)
+
+
+CLASS_REDUCTIONS = ("mean", "sum")
+
+
+def check_class_reduction(class_reduction: object, fn: str = NAME) -> bool:
+    """Whether ``class_reduction`` asks for the sum over classes (``"sum"``) rather than their
+    mean (``"mean"``, torch's loss); raises ``ValueError`` for anything else."""
+    if class_reduction not in CLASS_REDUCTIONS:
+        raise ValueError(f"{fn}: `class_reduction` must be 'mean' (divide by the number of "
+                         f"classes, torch's loss) or 'sum' (add over the classes), got "
+                         f"{class_reduction!r}.")
+    return class_reduction == "sum"
+
+
+def class_sum_weight(input: Tensor, weight: Tensor | None, class_reduction: str,
+                     fn: str = NAME, n_classes: int | None = None) -> Tensor | None:
+    """The weight that gives ``class_reduction``: ``weight`` itself for ``"mean"``; for
+    ``"sum"``, :math:`C w` (:math:`C` per class without a weight) in float32 (float64 for a
+    float64 input or weight), which turns the mean over classes into their sum. ``C`` is
+    ``n_classes``, by default ``input``'s last dimension. Reads metadata only (a ``(C,)``
+    vector, or the weight times C: one pass over a full weight)."""
+    if not check_class_reduction(class_reduction, fn) or not isinstance(input, Tensor) or \
+            (n_classes is None and input.dim() == 0):
+        return weight  # (a bad input is reported by the loss's own checks)
+    if n_classes is None:
+        n_classes = input.shape[-1]
+    if weight is not None and not isinstance(weight, Tensor):
+        return weight  # reported by the loss's own checks
+    dtypes = (input.dtype,) if weight is None else (input.dtype, weight.dtype)
+    acc = torch.float64 if torch.float64 in dtypes else torch.float32
+    if weight is None:
+        return torch.full((n_classes,), float(n_classes), dtype=acc, device=input.device)
+    return weight.to(acc) * float(n_classes)
 
 
 def prepare_extras(call: Call, extras: tuple) -> tuple:
