@@ -1236,6 +1236,17 @@ def test_sparse_triton_chunk_pass_under_the_interpreter():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("loss", SPARSE_LOSSES)
+def assert_cuda_matches_cpu(on):
+    """``on(device) -> (loss, grads)``: CUDA equals the CPU, and is deterministic."""
+    out, grads = on("cuda")
+    ref, ref_grads = on("cpu")
+    assert_close(out.cpu(), ref)
+    for a, c in zip(grads, ref_grads):
+        assert_close(a.cpu(), c)
+    again = on("cuda")
+    assert all(torch.equal(a, c) for a, c in zip(grads, again[1]))  # deterministic
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_sparse_cuda_matches_cpu(loss, form):
     x, w, b = exact_head(64, 32, 1000, torch.float32, seed=5)
@@ -1254,13 +1265,7 @@ def test_sparse_cuda_matches_cpu(loss, form):
                                                    chunk_size=300, **kw_dev),
                         [v.to(dev) for v in (x, w, b)])
 
-    out, grads = on("cuda")
-    ref, ref_grads = on("cpu")
-    assert_close(out.cpu(), ref)
-    for a, c in zip(grads, ref_grads):
-        assert_close(a.cpu(), c)
-    again = on("cuda")
-    assert all(torch.equal(a, c) for a, c in zip(grads, again[1]))  # deterministic
+    assert_cuda_matches_cpu(on)
     bad = (torch.tensor([0, 3]).cuda(), torch.tensor([5, 1000]).cuda())
     with pytest.raises(LabelError, match="class 1000"):
         HEAD[loss](x.cuda(), w.cuda(), bad, chunk_size=300)
@@ -1279,13 +1284,7 @@ def test_shortlist_cuda_matches_cpu(loss):
                                                    candidates=cand.to(dev)),
                         [v.to(dev) for v in (x, w, b)])
 
-    out, grads = on("cuda")
-    ref, ref_grads = on("cpu")
-    assert_close(out.cpu(), ref)
-    for a, c in zip(grads, ref_grads):
-        assert_close(a.cpu(), c)
-    again = on("cuda")
-    assert all(torch.equal(a, c) for a, c in zip(grads, again[1]))  # deterministic
+    assert_cuda_matches_cpu(on)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -93,6 +93,18 @@ class SoftMarginLoss(_Options, _Loss):
         )
 
 
+def _soft_margin_options(module) -> list[str]:
+    """``extra_repr`` parts of the multilabel soft margin loss's own options, where set."""
+    parts = []
+    if module.pos_weight is not None:
+        parts.append(f"pos_weight=({module.pos_weight.numel()},)")
+    if module.label_smoothing:
+        parts.append(f"label_smoothing={module.label_smoothing}")
+    if module.class_reduction != "mean":
+        parts.append(f"class_reduction={module.class_reduction!r}")
+    return parts
+
+
 class MultiLabelSoftMarginLoss(_Options, _WeightedLoss):
     """Module form of :func:`marginloss.functional.multilabel_soft_margin_loss`.
 
@@ -146,14 +158,7 @@ class MultiLabelSoftMarginLoss(_Options, _WeightedLoss):
         )
 
     def extra_repr(self) -> str:
-        parts = [super().extra_repr()]
-        if self.pos_weight is not None:
-            parts.append(f"pos_weight=({self.pos_weight.numel()},)")
-        if self.label_smoothing:
-            parts.append(f"label_smoothing={self.label_smoothing}")
-        if self.class_reduction != "mean":
-            parts.append(f"class_reduction={self.class_reduction!r}")
-        return ", ".join(parts)
+        return ", ".join([super().extra_repr(), *_soft_margin_options(self)])
 
 
 class MultiMarginLoss(_Options, _WeightedLoss):
@@ -406,14 +411,7 @@ class LinearMultiLabelSoftMarginLoss(_LinearHead, _WeightedLoss):
             class_reduction=self.class_reduction, **self._head_args())
 
     def extra_repr(self) -> str:
-        parts = [super().extra_repr()]
-        if self.pos_weight is not None:
-            parts.append(f"pos_weight=({self.pos_weight.numel()},)")
-        if self.label_smoothing:
-            parts.append(f"label_smoothing={self.label_smoothing}")
-        if self.class_reduction != "mean":
-            parts.append(f"class_reduction={self.class_reduction!r}")
-        return ", ".join(parts)
+        return ", ".join([super().extra_repr(), *_soft_margin_options(self)])
 
 
 class LinearMultiMarginLoss(_LinearHead, _WeightedLoss):
