@@ -52,8 +52,11 @@ inlining chain of each instruction):
    source loop's body runs in one program. Those counts come from running the same launch
    once under Triton's interpreter (program 0 only, ``sys.settrace`` counting the first line
    of every loop body per call chain): so nested loops, loops that run 0 times (e.g. the
-   multilabel margin's extra target tiles at K <= 16) and data-dependent bounds (K) are
-   counted as that launch runs them. Instructions outside loops count once.
+   multilabel margin's general search and extra histogram sweeps at K < 32) and
+   data-dependent bounds (K) are counted as that launch runs them. Instructions outside loops
+   count once. (A launch that reads what an earlier launch of the same call wrote, e.g. the
+   multilabel margin's split rows, sees that launch's program 0 only, or nothing when its
+   counts were already taken: its own scratch must keep it in bounds then.)
 4. ipe = (weighted instruction count of one program, per thread) / (input elements per
    program / (32 x num_warps)): the instructions a thread issues per element it covers. For
    a kernel whose program runs one loop over full tiles this is the loop body divided by
@@ -383,11 +386,21 @@ def calls(spec, shapes, launch=None, checks=(False,)):
                     _targets(target, dtype), _weights(spec, n, c, dtype), probe,
                     ("sum", "none"), itertools.product((True, False), repeat=len(xs))):
                 if extras:
-                    extras = tuple(e.to(dtype) if isinstance(e, torch.Tensor) else e
-                                   for e in extras)
+                    extras = tuple(_extra_at(e, c, dtype) for e in extras)
                 call = _option_call(spec, xs, t, weight, options, extras, reduction, True)
                 if call is not None:
                     yield (n, c), call._replace(need_grad=need_grad), listed
+
+
+def _extra_at(extra, c: int, dtype):
+    """An extra probed at the small shape, for a call with ``c`` classes in ``dtype``: a
+    per-class vector (the probe's has 37 entries) becomes one of ``c`` entries; a scalar, a
+    one-entry tensor or None stays as it is."""
+    if not isinstance(extra, torch.Tensor):
+        return extra
+    if extra.dim() == 1 and extra.numel() > 1:
+        extra = torch.linspace(0.5, 1.5, c)
+    return extra.to(dtype)
 
 
 def _distinct_bytes(t) -> int:
