@@ -1233,9 +1233,6 @@ def test_sparse_triton_chunk_pass_under_the_interpreter():
             backend="triton", ref_target=mask)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("loss", SPARSE_LOSSES)
 def assert_cuda_matches_cpu(on):
     """``on(device) -> (loss, grads)``: CUDA equals the CPU, and is deterministic."""
     out, grads = on("cuda")
@@ -1247,6 +1244,9 @@ def assert_cuda_matches_cpu(on):
     assert all(torch.equal(a, c) for a, c in zip(grads, again[1]))  # deterministic
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("loss", SPARSE_LOSSES)
 @pytest.mark.parametrize("form", FORMS)
 def test_sparse_cuda_matches_cpu(loss, form):
     x, w, b = exact_head(64, 32, 1000, torch.float32, seed=5)

@@ -84,6 +84,27 @@ def _entry_kernels() -> set[str]:
     return reads - called
 
 
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sm90") / "report.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    jobs = str(max(1, min(4, os.cpu_count() or 1)))
+    done = subprocess.run([sys.executable, str(SCRIPT), "--ci", "--jobs", jobs, "--json",
+                           str(out)], capture_output=True, text=True, env=env, timeout=1500)
+    if not out.exists():
+        pytest.fail(f"the compile check failed (exit {done.returncode}):\n"
+                    f"{done.stderr[-4000:]}\n{done.stdout[-4000:]}")
+    data = json.loads(out.read_text())
+    return data
+
+
+def _describe(rows) -> str:
+    return "\n".join(f"{r['kernel']} [{r['variant']}] ({r['workload']}): {r['regs']} registers, "
+                     f"spill {r['spill_stores']}/{r['spill_loads']} B, ipe {r['ipe']:.1f}, "
+                     f"memory {r['memory_ps']:.2f} ps vs issue {r['issue_ps']:.2f} ps"
+                     for r in rows)
+
+
 def test_sm90_covers_each_kernel(report):
     compiled = {r["kernel"] for r in report["rows"]}
     assert compiled == _entry_kernels()
