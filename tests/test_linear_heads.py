@@ -484,13 +484,17 @@ def test_options_per_class_pos_weight_is_sliced_per_chunk():
         assert (flipped - want).abs().max() > 1e-3
 
 
-def test_options_gradcheck_float64():
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+def test_options_gradcheck_float64(sparse):
+    """gradcheck of the soft margin head with pos_weight and smoothing, on a dense target and
+    on per-sample index lists."""
     torch.manual_seed(1)
     n, h, c = 3, 4, 11
     x = torch.randn(n, h, dtype=torch.float64, requires_grad=True)
     w = torch.randn(c, h, dtype=torch.float64, requires_grad=True)
     b = torch.randn(c, dtype=torch.float64, requires_grad=True)
-    target = make_case(MSM, n, c)
+    target = [torch.tensor([0, 7]), torch.tensor([10]), torch.tensor([3, 4, 5])] if sparse \
+        else make_case(MSM, n, c)
     pw = torch.rand(c, dtype=torch.float64) * 2
     for reduction in ("sum", "none"):
         def f(x, w, b, reduction=reduction):
@@ -795,23 +799,6 @@ def test_sparse_duplicates_and_empty_targets():
             empty = [torch.zeros(0, dtype=torch.long)] * 3
             compare(loss, x, w, b, empty, "sum", {}, chunk, torch.float64, oracle,
                     ref_target=dense_of(loss, torch.zeros(3, 9, dtype=torch.float64)))
-
-
-def test_sparse_gradcheck_float64():
-    torch.manual_seed(1)
-    n, h, c = 3, 4, 11
-    x = torch.randn(n, h, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(c, h, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(c, dtype=torch.float64, requires_grad=True)
-    target = [torch.tensor([0, 7]), torch.tensor([10]), torch.tensor([3, 4, 5])]
-    pw = torch.rand(c, dtype=torch.float64) * 2
-    for reduction in ("sum", "none"):
-        def f(x, w, b, reduction=reduction):
-            return MF.linear_multilabel_soft_margin_loss(
-                x, w, target, linear_bias=b, pos_weight=pw, label_smoothing=0.2,
-                reduction=reduction, chunk_size=4)
-
-        assert torch.autograd.gradcheck(f, (x, w, b))
 
 
 @pytest.mark.parametrize("loss", LOSSES)
