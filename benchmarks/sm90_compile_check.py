@@ -422,15 +422,16 @@ def _listed_entries(target, x) -> int | None:
     return int(first.sum())
 
 
-def call_bytes(spec, call: Call, listed: int | None) -> int:
-    """What ``call`` must move (see the module docstring)."""
+def call_bytes(spec, call: Call, listed: int | None, check: bool = False) -> int:
+    """What ``call`` must move (see the module docstring); with ``check``, index lists are
+    read whole (the label check looks at every entry, past the first -1, as torch's does)."""
     t = call.target
     moved = sum(x.numel() * x.element_size() for x in call.inputs)
     if t is not None:
         if t.is_floating_point() or t.dtype == torch.bool:
             moved += _distinct_bytes(t)  # labels, each distinct one once
-        elif listed is not None:
-            moved += listed * t.element_size()  # index lists, up to the first -1
+        elif listed is not None:  # index lists: up to the first -1, or all with the check
+            moved += (t.numel() if check else listed) * t.element_size()
         else:
             moved += t.numel() * t.element_size()  # one index per row
     moved += _distinct_bytes(call.weight)
@@ -453,8 +454,8 @@ def workloads(shapes):
         launch = importlib.import_module(f"marginloss.kernels.{spec.name}").launch
         checks = (False, True) if "check" in inspect.signature(launch).parameters else (False,)
         for shape, call, listed in calls(spec, shapes, launch, checks):
-            moved = call_bytes(spec, call, listed)
             for check in checks:
+                moved = call_bytes(spec, call, listed, check)
                 label = call_label(spec, shape, call, check)
                 yield (Workload(label, shape, call.input.numel(), moved, any(call.need_grad),
                                 _dtype(call.input.dtype)),
