@@ -54,6 +54,9 @@ import torch
 import triton
 import triton.language as tl
 
+from marginloss.backends._common import reduce_rows
+from marginloss.losses._spec import Call, Result
+
 TILE = 4096  # row kernels (row_tile): elements per BLOCK_N x BLOCK_C tile (short rows packed)
 
 FILL = 512  # programs a launch aims at when the work allows (~4 per SM of an H200)
@@ -92,6 +95,45 @@ def flat_span(n: int, block: int) -> int:
     if span > MAX_SPAN:  # pragma: no cover - needs more than 2^61 elements
         raise ValueError(f"{n} elements are more than one launch can index")
     return span
+
+
+class FlatOutputs(NamedTuple):
+    """What a flat kernel's launch writes besides the gradients (see :func:`flat_outputs`)."""
+
+    span: int  # elements per program
+    n_programs: int
+    loss: torch.Tensor | None  # (n,) elementwise loss ("none")
+    partial: torch.Tensor | None  # (n_programs,) float32 sums of the loss terms (reduced)
+    bad: torch.Tensor | None  # (n_programs,) int32 bad-label counts (check)
+
+
+def flat_outputs(n: int, block: int, reduce: bool, check: bool, out_dtype: torch.dtype,
+                 device) -> FlatOutputs:
+    """The grid of a flat pass over ``n`` elements (:func:`flat_span`) and its outputs: the
+    elementwise loss (not ``reduce``) or one partial sum per program, and one bad-label slot
+    per program (``check``)."""
+    span = flat_span(n, block)
+    n_programs = triton.cdiv(n, span)
+    return FlatOutputs(
+        span, n_programs,
+        None if reduce else torch.empty(n, dtype=out_dtype, device=device),
+        torch.empty(n_programs, dtype=torch.float32, device=device) if reduce else None,
+        torch.zeros(n_programs, dtype=torch.int32, device=device) if check else None)
+
+
+def flat_result(call: Call, out: FlatOutputs, grads: tuple, shape, out_dtype: torch.dtype,
+                n: int, all_bad: bool = False) -> Result:
+    """A flat launch's :class:`~marginloss.losses._spec.Result`: the loss in ``shape`` (or
+    reduced from the per-program sums, in a fixed order) and the bad-label count as a 0-d int64
+    (``all_bad``: every one of the ``n`` labels, e.g. a bool target, a mask by its dtype)."""
+    bad_labels = None
+    if out.bad is not None:  # int32 slots -> 0-d int64
+        bad_labels = torch.full((), n, dtype=torch.int64, device=out.bad.device) if all_bad \
+            else out.bad.sum()
+    if out.partial is None:
+        return Result(out.loss.view(shape), grads, bad_labels)
+    return Result(reduce_rows(out.partial, call.reduction, out_dtype, count=n), grads,
+                  bad_labels)
 
 
 class RowSplit(NamedTuple):

@@ -37,9 +37,10 @@ import torch
 import triton
 import triton.language as tl
 
-from marginloss.backends._common import grad_scale, reduce_rows
+from marginloss.backends._common import grad_scale
 from marginloss.kernels._common import (
-    flat_span,
+    flat_outputs,
+    flat_result,
     load_f32,
     program_span,
     ptx_allowed,
@@ -131,24 +132,17 @@ def launch(call: Call, check: bool = False) -> Result:
     x = input.reshape(-1)  # a copy only if the input is not contiguous (or broadcast)
     y = target.reshape(-1)  # a copy only if the target is not (a broadcast target)
     n = x.numel()
-    span = flat_span(n, BLOCK)
-    n_programs = triton.cdiv(n, span)
+    out = flat_outputs(n, BLOCK, reduce, check, out_dtype, dev)
     grad = torch.empty(n, dtype=input.dtype, device=dev) if need_grad else None
-    partial = torch.empty(n_programs, dtype=torch.float32, device=dev) if reduce else None
-    loss = None if reduce else torch.empty(n, dtype=out_dtype, device=dev)
-    bad = torch.zeros(n_programs, dtype=torch.int32, device=dev) if check else None
     if n:
-        torch.library.wrap_triton(hinge_embedding_kernel)[(n_programs,)](
-            x, y, loss, partial, bad, grad, n, span, float(margin), grad_scale(SPEC, call),
+        torch.library.wrap_triton(hinge_embedding_kernel)[(out.n_programs,)](
+            x, y, out.loss, out.partial, out.bad, grad, n, out.span, float(margin),
+            grad_scale(SPEC, call),
             STORE_LOSS=not reduce, REDUCE=reduce, NEED_GRAD=need_grad, CHECK=check,
             BLOCK=BLOCK, PTX=ptx_allowed(hinge_embedding_kernel),
             num_warps=max(1, min(8, BLOCK // 256)),
         )
     grads = (None if grad is None else grad.view(input.shape),)
-    bad_labels = None
-    if check:  # int32 slots -> 0-d int64; a bool target is a {0, 1} mask by its dtype
-        bad_labels = bad.sum() if target.dtype != torch.bool else \
-            torch.full((), n, dtype=torch.int64, device=dev)
-    if not reduce:
-        return Result(loss.view(input.shape), grads, bad_labels)
-    return Result(reduce_rows(partial, call.reduction, out_dtype, count=n), grads, bad_labels)
+    # a bool target is a {0, 1} mask by its dtype: every label is bad
+    return flat_result(call, out, grads, input.shape, out_dtype, n,
+                       all_bad=target.dtype == torch.bool)

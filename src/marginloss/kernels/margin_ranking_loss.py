@@ -38,9 +38,10 @@ import torch
 import triton
 import triton.language as tl
 
-from marginloss.backends._common import grad_scale, reduce_rows
+from marginloss.backends._common import grad_scale
 from marginloss.kernels._common import (
-    flat_span,
+    flat_outputs,
+    flat_result,
     load_f32,
     program_span,
     ptx_allowed,
@@ -145,16 +146,12 @@ def launch(call: Call, check: bool = False) -> Result:
     x2 = in2.reshape(-1)
     y = target.reshape(-1)
     n = x1.numel()
-    span = flat_span(n, BLOCK)
-    n_programs = triton.cdiv(n, span)
+    out = flat_outputs(n, BLOCK, reduce, check, out_dtype, dev)
     g1 = torch.empty(n, dtype=in1.dtype, device=dev) if need1 else None
     g2 = torch.empty(n, dtype=in2.dtype, device=dev) if need2 else None
-    partial = torch.empty(n_programs, dtype=torch.float32, device=dev) if reduce else None
-    loss = None if reduce else torch.empty(n, dtype=out_dtype, device=dev)
-    bad = torch.zeros(n_programs, dtype=torch.int32, device=dev) if check else None
     if n:
-        torch.library.wrap_triton(margin_ranking_kernel)[(n_programs,)](
-            x1, x2, y, loss, partial, bad, g1, g2, n, span, float(margin),
+        torch.library.wrap_triton(margin_ranking_kernel)[(out.n_programs,)](
+            x1, x2, y, out.loss, out.partial, out.bad, g1, g2, n, out.span, float(margin),
             grad_scale(SPEC, call),
             STORE_LOSS=not reduce, REDUCE=reduce, NEED_G1=need1, NEED_G2=need2, CHECK=check,
             BLOCK=BLOCK, PTX=ptx_allowed(margin_ranking_kernel),
@@ -162,7 +159,4 @@ def launch(call: Call, check: bool = False) -> Result:
         )
     grads = (None if g1 is None else g1.view(in1.shape),
              None if g2 is None else g2.view(in2.shape))
-    bad_labels = bad.sum() if check else None  # int32 slots -> 0-d int64
-    if not reduce:
-        return Result(loss.view(in1.shape), grads, bad_labels)
-    return Result(reduce_rows(partial, call.reduction, out_dtype, count=n), grads, bad_labels)
+    return flat_result(call, out, grads, in1.shape, out_dtype, n)
