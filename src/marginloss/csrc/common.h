@@ -320,4 +320,31 @@ ML_INLINE int64_t ml_run_elementwise(const ml_call *c, ml_chunk_fn run_chunk) {
     return bad;
 }
 
+/* Rows [r0, r1) of a per-row kernel: their losses into v[r] (float64), gradients where asked;
+ * returns the bad-label count. */
+typedef int64_t (*ml_rows_fn)(const ml_call *c, int64_t r0, int64_t r1, double *v);
+
+/* The driver of a per-row kernel: the rows in contiguous blocks, one per thread (`work`, the
+ * elements the call reads, decides how many threads pay; never more than rows), then the rows'
+ * losses stored or reduced in row order (ml_store_rows: no result depends on the thread count).
+ * Returns the bad-label count, or ML_ERR_NOMEM. Inlined, so `rows` is a direct call. */
+ML_INLINE int64_t ml_run_rows(const ml_call *c, int64_t work, ml_rows_fn rows) {
+    int64_t N = c->n_rows;
+    double stack[ML_STACK_PARTS];
+    double *v = c->rows ? c->rows : ml_doubles(stack, ML_STACK_PARTS, N);
+    int nt = ml_threads(c->n_threads, work, ML_CHUNK);
+    if (nt > N) nt = (int)N;
+    if (!v) return ML_ERR_NOMEM;
+    int64_t bad = 0;
+    if (nt <= 1) {
+        bad = rows(c, 0, N, v);
+    } else {
+#pragma omp parallel for num_threads(nt) schedule(static, 1) reduction(+ : bad)
+        for (int t = 0; t < nt; t++) bad += rows(c, N * t / nt, N * (t + 1) / nt, v);
+    }
+    ml_store_rows(c, v);
+    if (v != c->rows) ml_free_doubles(v, stack);
+    return bad;
+}
+
 #endif /* MARGINLOSS_COMMON_H */

@@ -104,20 +104,5 @@ static int64_t rows(const ml_call *c, int64_t r0, int64_t r1, double *out) {
 }
 
 int64_t ml_cosine_embedding_loss_f32(const ml_call *c) {
-    int64_t N = c->n_rows;
-    double stack[ML_STACK_PARTS];
-    double *v = c->rows ? c->rows : ml_doubles(stack, ML_STACK_PARTS, N);
-    int nt = ml_threads(c->n_threads, 2 * N * c->n_cols, ML_CHUNK);
-    if (nt > N) nt = (int)N;
-    if (!v) return ML_ERR_NOMEM;
-    int64_t bad = 0;
-    if (nt <= 1) {
-        bad = rows(c, 0, N, v);
-    } else {
-#pragma omp parallel for num_threads(nt) schedule(static, 1) reduction(+ : bad)
-        for (int t = 0; t < nt; t++) bad += rows(c, N * t / nt, N * (t + 1) / nt, v);
-    }
-    ml_store_rows(c, v);
-    if (v != c->rows) ml_free_doubles(v, stack);
-    return bad;
+    return ml_run_rows(c, 2 * c->n_rows * c->n_cols, rows);
 }

@@ -115,8 +115,8 @@ ML_INLINE int extreme(double c) {
     return m != 0.0 && (m > 0x1p100 || m < 0x1p-100);
 }
 
-/* Rows [r0, r1): losses into v[r], gradients where asked. */
-static void rows(const ml_call *c, int64_t r0, int64_t r1, double *out) {
+/* Rows [r0, r1): losses into v[r], gradients where asked (no labels: 0 bad ones). */
+static int64_t rows(const ml_call *c, int64_t r0, int64_t r1, double *out) {
     const int64_t D = c->n_cols;
     const float margin = (float)c->opt[0];
     const int P = c->opt[1] == 1.0 ? 1 : 2, swap = c->opt[3] != 0.0;
@@ -162,22 +162,9 @@ static void rows(const ml_call *c, int64_t r0, int64_t r1, double *out) {
         else if (swap) grads_f32(&t, D, eps, (float)cu, (float)cv, (float)cw, 1, 1);
         else grads_f32(&t, D, eps, (float)cu, (float)cv, 0.0f, 1, 0);
     }
+    return 0;
 }
 
 int64_t ml_triplet_margin_loss_f32(const ml_call *c) {
-    int64_t N = c->n_rows;
-    double stack[ML_STACK_PARTS];
-    double *v = c->rows ? c->rows : ml_doubles(stack, ML_STACK_PARTS, N);
-    int nt = ml_threads(c->n_threads, 3 * N * c->n_cols, ML_CHUNK);
-    if (nt > N) nt = (int)N;
-    if (!v) return ML_ERR_NOMEM;
-    if (nt <= 1) {
-        rows(c, 0, N, v);
-    } else {
-#pragma omp parallel for num_threads(nt) schedule(static, 1)
-        for (int t = 0; t < nt; t++) rows(c, N * t / nt, N * (t + 1) / nt, v);
-    }
-    ml_store_rows(c, v);
-    if (v != c->rows) ml_free_doubles(v, stack);
-    return 0;
+    return ml_run_rows(c, 3 * c->n_rows * c->n_cols, rows);
 }
