@@ -825,7 +825,7 @@ def _run_impl(head: Head, input, linear_weight, target, target_cols, target_valu
                   linear_bias, weight, _options_of(head, p, margin),
                   _extras_of(head, pos_weight, label_smoothing))
     if c.sparse is not None and head.loss == _MLM:  # (run() passes lists; a direct call may not)
-        c = c._replace(target=_margin_lists(head.loss, c.sparse, False), sparse=None)
+        c = c._replace(target=sparse.margin_lists(head.loss, c.sparse, False), sparse=None)
     out = compute(head, c, reduction, row_scale, chunk_size or None, validate, backend,
                   tuple(need_grad))
     return (out.loss, *(g if g is not None else input.new_empty(0) for g in out[1:]))
@@ -961,7 +961,7 @@ def run(head_loss: str, input: Tensor, linear_weight: Tensor, target: Tensor, *,
     check_later = False
     if st is not None:  # the sparse target's values, checked as the plain loss checks them
         if head.loss == _MLM:
-            c = c._replace(target=_margin_lists(head.loss, st, validate), sparse=None)
+            c = c._replace(target=sparse.margin_lists(head.loss, st, validate), sparse=None)
             validate = False  # (the lists are the checked entries)
         elif validate:
             check_later = sparse._check_now(head.loss, st, True, c.input)
@@ -991,27 +991,6 @@ def run(head_loss: str, input: Tensor, linear_weight: Tensor, target: Tensor, *,
     if check_later:  # on a GPU: NaN now, the error from a later call (no host wait)
         loss = sparse._check_later(head.loss, st, True, loss)
     return loss
-
-
-def _margin_lists(fn: str, st: SparseTarget, validate: bool) -> Tensor:
-    """multilabel_margin_loss's sparse target as the narrow -1-padded lists the head takes
-    (:func:`marginloss.sparse.to_padded`, :math:`O(N K)`), checked as the plain loss's sparse
-    path checks it (its errors)."""
-    if validate and int(sparse.count_problems(fn, st, soft=False)):
-        sparse.raise_problems(fn, st, soft=False)
-    lists = sparse.to_padded(st)
-    n_classes = st.shape[1]
-    if validate and st.nnz and lists.shape[1] == n_classes:
-        longest = int((st.crow.diff() if st.crow is not None else
-                       torch.bincount(st.rows, minlength=st.shape[0])).max())
-        if longest > n_classes:
-            raise LabelError(
-                f"{fn}: a sample of the sparse `target` lists {longest} entries, more than the "
-                f"C = {n_classes} classes, so it lists a class more than once (each listing "
-                f"counts, as in a dense -1-padded row, which has room for C). Drop the "
-                f"duplicates (e.g. `torch.unique` per sample).")
-    return lists
-
 
 
 # ----------------------------------------------------------------------------------------------

@@ -562,7 +562,16 @@ def multilabel_margin_loss(input: Tensor, target, size_average=None, reduce=None
     from marginloss import functional
 
     fn = "multilabel_margin_loss"
-    st = parse(fn, target, input)
+    padded = margin_lists(fn, parse(fn, target, input), validate)
+    return functional.multilabel_margin_loss(input, padded, size_average, reduce, reduction,
+                                             validate=False, backend=backend)
+
+
+def margin_lists(fn: str, st: SparseTarget, validate: bool) -> Tensor:
+    """The margin loss's narrow -1-padded lists of ``st`` (:func:`to_padded`, :math:`O(N K)`),
+    checked first when ``validate``: indices in range and values 1 (:func:`raise_problems`),
+    and no row listing more than :math:`C` entries (a class listed twice). The check reads the
+    structure on every device (building the lists reads the longest row anyway)."""
     if validate and int(count_problems(fn, st, soft=False)):
         raise_problems(fn, st, soft=False)
     padded = to_padded(st)
@@ -576,5 +585,4 @@ def multilabel_margin_loss(input: Tensor, target, size_average=None, reduce=None
                 f"counts, as in a dense -1-padded row, which has room for C). Drop the "
                 f"duplicates (e.g. `torch.unique` per sample)."
             )
-    return functional.multilabel_margin_loss(input, padded, size_average, reduce, reduction,
-                                             validate=False, backend=backend)
+    return padded
